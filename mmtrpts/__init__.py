@@ -1,0 +1,17 @@
+"""mmtrpts: task-relevant parameter and token selection for MMPretrain.
+
+Importing the package applies the host-stack fixes (``mmtrpts.compat``),
+checks the supported mmpretrain/mmengine/mmcv versions and registers all
+components into MMPretrain's registries.  Configs load it with::
+
+    custom_imports = dict(imports=['mmtrpts'], allow_failed_imports=False)
+"""
+from . import compat  # noqa: F401  (must come first: torchvision shim)
+from .stack_check import check_stack
+from .version import __version__
+
+check_stack()
+
+from . import datasets, engine  # noqa: E402,F401
+
+__all__ = ['__version__']
