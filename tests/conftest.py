@@ -1,0 +1,71 @@
+"""Shared fixtures: a small generated benchmark and tiny run configs."""
+import os
+import os.path as osp
+import subprocess
+import sys
+from typing import List
+
+import pytest
+
+import mmtrpts  # noqa: F401  (stack fixes before any mmpretrain import)
+from mmtrpts.embedded.benchmark import write_benchmark
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+PYTHON = sys.executable
+SMALL_SIZES = dict(train800=48, val200=16, test=32)
+
+
+@pytest.fixture(scope='session')
+def mini_vtab(tmp_path_factory) -> str:
+    """Two generated tasks in the VTAB-1k layout with small splits."""
+    root = str(tmp_path_factory.mktemp('mini-vtab'))
+    write_benchmark(root, tasks=('texture', 'location'), sizes=SMALL_SIZES)
+    return root
+
+
+def write_tiny_config(path: str, data_root: str, task: str = 'texture',
+                      num_classes: int = 6, max_epochs: int = 2,
+                      extra: str = '') -> str:
+    """A config inheriting the embedded full-FT config, shrunk for tests."""
+    base = osp.join(REPO, 'configs', 'embedded',
+                    'vit-tiny_full-ft_mini-vtab.py')
+    text = f"""
+_base_ = ['{base}']
+data_root = '{data_root}'
+model = dict(
+    backbone=dict(
+        arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                  feedforward_channels=64),
+        init_cfg=None),
+    head=dict(num_classes={num_classes}, in_channels=32))
+data_preprocessor = dict(num_classes={num_classes})
+train_dataloader = dict(
+    batch_size=8,
+    dataset=dict(data_root=data_root, task='{task}',
+                 num_classes={num_classes}))
+val_dataloader = dict(
+    batch_size=16,
+    dataset=dict(data_root=data_root, task='{task}',
+                 num_classes={num_classes}))
+test_dataloader = val_dataloader
+train_cfg = dict(max_epochs={max_epochs}, val_interval=1)
+default_hooks = dict(logger=dict(interval=1))
+{extra}
+"""
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def run_tool(args: List[str], cwd: str = REPO, env_extra=None,
+             timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a command, returning the completed process (output captured)."""
+    env = dict(os.environ, PYTHONWARNINGS='ignore', **(env_extra or {}))
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, (
+        f'exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n'
+        f'--- stderr\n{proc.stderr[-6000:]}')
