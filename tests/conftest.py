@@ -25,10 +25,15 @@ def mini_vtab(tmp_path_factory) -> str:
 
 def write_tiny_config(path: str, data_root: str, task: str = 'texture',
                       num_classes: int = 6, max_epochs: int = 2,
-                      extra: str = '') -> str:
-    """A config inheriting the embedded full-FT config, shrunk for tests."""
-    base = osp.join(REPO, 'configs', 'embedded',
-                    'vit-tiny_full-ft_mini-vtab.py')
+                      extra: str = '', head_classes: int = None,
+                      base: str = 'vit-tiny_full-ft_mini-vtab.py') -> str:
+    """A config inheriting an embedded config, shrunk for tests.
+
+    ``head_classes`` (default ``num_classes``) sets the model's class count;
+    ``extra`` is appended verbatim and must not re-assign ``model``.
+    """
+    head_classes = num_classes if head_classes is None else head_classes
+    base = osp.join(REPO, 'configs', 'embedded', base)
     text = f"""
 _base_ = ['{base}']
 data_root = '{data_root}'
@@ -37,8 +42,8 @@ model = dict(
         arch=dict(embed_dims=32, num_layers=2, num_heads=2,
                   feedforward_channels=64),
         init_cfg=None),
-    head=dict(num_classes={num_classes}, in_channels=32))
-data_preprocessor = dict(num_classes={num_classes})
+    head=dict(num_classes={head_classes}, in_channels=32))
+data_preprocessor = dict(num_classes={head_classes})
 train_dataloader = dict(
     batch_size=8,
     dataset=dict(data_root=data_root, task='{task}',

@@ -88,10 +88,8 @@ def test_test_tool_writes_metrics(tmp_path, mini_vtab):
 
 
 def test_head_class_count_mismatch_is_a_clear_error(tmp_path, mini_vtab):
-    config = write_tiny_config(
-        str(tmp_path / 'cfg.py'), mini_vtab,
-        extra='model = dict(head=dict(num_classes=5))\n'
-        'data_preprocessor = dict(num_classes=5)')
+    config = write_tiny_config(str(tmp_path / 'cfg.py'), mini_vtab,
+                               head_classes=5)
     proc = run_tool([PYTHON, TRAIN, config, '--work-dir',
                      str(tmp_path / 'w')])
     assert proc.returncode != 0
