@@ -8,7 +8,12 @@ from typing import List
 import pytest
 
 import mmtrpts  # noqa: F401  (stack fixes before any mmpretrain import)
+from mmengine.registry import init_default_scope
+
 from mmtrpts.embedded.benchmark import write_benchmark
+
+# Components are registered into mmpretrain's registries, as in configs.
+init_default_scope('mmpretrain')
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PYTHON = sys.executable

@@ -12,10 +12,11 @@ default_hooks = dict(
                     save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
+    # Fails early, naming both numbers, when the dataset's class count and
+    # the head's num_classes disagree.  A default hook (not a custom one)
+    # so that method bases may define custom_hooks.
+    class_count_check=dict(type='ClassCountCheckHook'),
 )
-# Fails early, naming both numbers, when the dataset's class count and the
-# head's num_classes disagree.
-custom_hooks = [dict(type='ClassCountCheckHook')]
 
 env_cfg = dict(
     cudnn_benchmark=False,

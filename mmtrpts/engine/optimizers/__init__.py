@@ -1,0 +1,8 @@
+from .fisher_mask_constructor import FisherMaskOptimWrapperConstructor
+from .masked_amp_optim_wrapper import MaskedAmpOptimWrapper
+from .masked_optim_wrapper import MaskedOptimWrapper
+
+__all__ = [
+    'FisherMaskOptimWrapperConstructor', 'MaskedAmpOptimWrapper',
+    'MaskedOptimWrapper'
+]
