@@ -31,12 +31,17 @@ def mini_vtab(tmp_path_factory) -> str:
 def write_tiny_config(path: str, data_root: str, task: str = 'texture',
                       num_classes: int = 6, max_epochs: int = 2,
                       extra: str = '', head_classes: int = None,
-                      base: str = 'vit-tiny_full-ft_mini-vtab.py') -> str:
+                      base: str = 'vit-tiny_full-ft_mini-vtab.py',
+                      batch_size: int = 8) -> str:
     """A config inheriting an embedded config, shrunk for tests.
 
     ``head_classes`` (default ``num_classes``) sets the model's class count;
-    ``extra`` is appended verbatim and must not re-assign ``model``.
+    ``extra`` is appended verbatim; it must not re-assign ``model`` or a
+    dataloader (that would drop the overrides made here).
     """
+    for name in ('model', 'train_dataloader', 'val_dataloader',
+                 'test_dataloader', 'data_preprocessor'):
+        assert f'\n{name} =' not in f'\n{extra}', f'extra re-assigns {name}'
     head_classes = num_classes if head_classes is None else head_classes
     base = osp.join(REPO, 'configs', 'embedded', base)
     text = f"""
@@ -50,7 +55,7 @@ model = dict(
     head=dict(num_classes={head_classes}, in_channels=32))
 data_preprocessor = dict(num_classes={head_classes})
 train_dataloader = dict(
-    batch_size=8,
+    batch_size={batch_size},
     dataset=dict(data_root=data_root, task='{task}',
                  num_classes={num_classes}))
 val_dataloader = dict(
