@@ -47,11 +47,15 @@ def run_one(config: str, task: str, num_classes: int, data_root: str,
     metrics = runner.test()
     model = runner.model
     params = count_parameters(model)
+    # Masked methods keep requires_grad=True on every candidate; the
+    # selection hook records how many entries the optimizer really updates.
+    trainable = runner.message_hub.runtime_info.get(
+        'trainable_params', params['trainable'])
     image_size = cfg.model.backbone.get('img_size', 224)
     return dict(
         task=task,
         top1=float(metrics['accuracy/top1']),
-        trainable=params['trainable'],
+        trainable=trainable,
         total=params['total'],
         flops=count_flops(model, (3, image_size, image_size)),
         seconds=round(time.time() - start, 1))
