@@ -114,14 +114,19 @@ def test_compute_fisher_then_train_from_selection_file(
     record = torch.load(osp.join(out, 'selection.pth'), weights_only=True)
     work = str(tmp_path / 'work')
     train = run_tool([
-        PYTHON, TRAIN, config, '--work-dir', work, '--cfg-options',
-        f'custom_hooks.0.selection_file={out}/selection.pth'
+        PYTHON, TRAIN, config, '--work-dir', work, '--auto-scale-lr',
+        '--cfg-options', f'custom_hooks.0.selection_file={out}/selection.pth'
     ])
     assert_ok(train)
     assert 'Fisher pass:' not in _log(train)
     assert f'Selection loaded from {out}/selection.pth' in _log(train)
     final = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)
     assert final['selection']['checksum'] == record['checksum']
+    # auto_scale_lr (batch 8 / base 32) survives arming: the armed groups
+    # carry the scaled initial lr the schedulers work from.
+    assert 'Scaling the original LR by 0.25' in _log(train)
+    groups = final['optimizer']['param_groups']
+    assert [g['initial_lr'] for g in groups] == [1e-2 * 0.25] * len(groups)
 
 
 def test_two_gloo_ranks_match_one_process(tmp_path, mini_vtab, pretrained):
