@@ -1,15 +1,13 @@
 """FGVC data sets with VPT json splits (BENCHMARKS.md §2)."""
-import logging
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmengine.logging import print_log
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 
-from .annotation_io import (AnnotationError, JsonEntry, exception_with_context,
-                            read_vpt_json)
+from .annotation_io import AnnotationError, JsonEntry, read_vpt_json
 from .fgvc_meta import FGVC_SPLITS, FGVCInfo, find_fgvc
+from .source_context import SourceContextMixin
 
 __all__ = ['FGVC']
 
@@ -20,7 +18,7 @@ _LAYOUT = ('Expected the VPT layout <data_root>/<folder>/'
 
 
 @DATASETS.register_module()
-class FGVC(BaseDataset):
+class FGVC(SourceContextMixin, BaseDataset):
     """CUB, NABirds, Oxford Flowers, Stanford Dogs or Stanford Cars with
     the VPT json splits.
 
@@ -229,25 +227,10 @@ class FGVC(BaseDataset):
             for e in parsed[path]
         ]
 
-    def prepare_data(self, idx: int) -> Optional[dict]:
-        """Run the pipeline; errors name the image, json file and key."""
-        data_info = self.get_data_info(idx)
-        img_path = data_info.get('img_path')
-        source = (f'{data_info.get("ann_file")}, key '
+    def sample_source(self, data_info: dict) -> str:
+        """Where the sample was listed (for error messages)."""
+        return (f'{data_info.get("ann_file")}, key '
                   f'{data_info.get("ann_key")!r}')
-        try:
-            results = self.pipeline(data_info)
-        except Exception as exc:
-            raise exception_with_context(
-                exc, f'Failed to load or transform image {img_path} '
-                f'(listed in {source})') from exc
-        if results is None:
-            print_log(
-                f'The pipeline returned None for image {img_path} (listed '
-                f'in {source}); another sample will be used in training.',
-                logger='current',
-                level=logging.WARNING)
-        return results
 
     def extra_repr(self) -> List[str]:
         """Extra lines for ``repr``."""

@@ -7,7 +7,8 @@ from mmengine.logging import print_log
 from mmpretrain.datasets import BaseDataset
 from mmpretrain.registry import DATASETS
 
-from .annotation_io import exception_with_context, read_label_lines
+from .annotation_io import read_label_lines
+from .source_context import SourceContextMixin
 from .vtab_tasks import VTAB_SPLIT_SIZES, VTAB_SPLITS, TaskInfo, find_task
 
 __all__ = ['VTAB1k']
@@ -23,7 +24,7 @@ _SPLIT_MODES = {
 
 
 @DATASETS.register_module()
-class VTAB1k(BaseDataset):
+class VTAB1k(SourceContextMixin, BaseDataset):
     """A VTAB-1k task stored as image files plus ``<split>.txt`` lists.
 
     Layout (NOAH/SSF release; BENCHMARKS.md §1)::
@@ -235,24 +236,9 @@ class VTAB1k(BaseDataset):
                 logger='current',
                 level=logging.WARNING)
 
-    def prepare_data(self, idx: int) -> Optional[dict]:
-        """Run the pipeline; errors name the image, split file and line."""
-        data_info = self.get_data_info(idx)
-        img_path = data_info.get('img_path')
-        source = f'{self.ann_file}, line {data_info.get("ann_line")}'
-        try:
-            results = self.pipeline(data_info)
-        except Exception as exc:
-            raise exception_with_context(
-                exc, f'Failed to load or transform image {img_path} '
-                f'(listed in {source})') from exc
-        if results is None:
-            print_log(
-                f'The pipeline returned None for image {img_path} (listed '
-                f'in {source}); another sample will be used in training.',
-                logger='current',
-                level=logging.WARNING)
-        return results
+    def sample_source(self, data_info: dict) -> str:
+        """Where the sample was listed (for error messages)."""
+        return f'{self.ann_file}, line {data_info.get("ann_line")}'
 
     def extra_repr(self) -> List[str]:
         """Extra lines for ``repr``."""

@@ -1,6 +1,4 @@
 """Fail early when a dataset's class count disagrees with the model."""
-from typing import Optional
-
 from mmengine.hooks import Hook
 from mmpretrain.registry import HOOKS
 from mmpretrain.utils import get_ori_model
