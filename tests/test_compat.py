@@ -86,10 +86,25 @@ def test_loader_fix_is_registered_only_for_local_files():
         checkpoint_loader.load_local_checkpoint('/no/such/missing.pth')
 
 
-def test_loader_fix_skipped_when_mmengine_is_fixed(monkeypatch):
+def test_loader_kept_for_deltas_when_mmengine_is_fixed(
+        monkeypatch, tmp_path):
+    """A fixed mmengine keeps the loader (deltas) with torch's default."""
+    from mmengine.runner.checkpoint import load_from_local
     monkeypatch.setattr(checkpoint_loader.mmengine, '__version__', '0.10.8')
     assert not checkpoint_loader.needs_patch()
+    CheckpointLoader.register_scheme('', load_from_local, force=True)
+    assert checkpoint_loader.patch_mmengine_checkpoint_loader() is True
     assert checkpoint_loader.patch_mmengine_checkpoint_loader() is False
+    assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is \
+        checkpoint_loader.load_local_checkpoint
+    runner_path, plain_path = str(tmp_path / 'r.pth'), str(tmp_path / 'p.pth')
+    _runner_like_checkpoint(runner_path)
+    torch.save(dict(state_dict=dict(w=torch.ones(2))), plain_path)
+    with pytest.raises(pickle.UnpicklingError, match='weights_only'):
+        _load_checkpoint(runner_path, map_location='cpu')
+    assert torch.equal(
+        _load_checkpoint(plain_path, map_location='cpu')['state_dict']['w'],
+        torch.ones(2))
 
 
 def test_cpu_distributed_is_a_no_op_without_launcher():

@@ -1,59 +1,160 @@
-"""Load full runner checkpoints with mmengine 0.10.x under torch >= 2.6.
+"""mmengine's local checkpoint loader, replaced for two reasons.
 
-torch 2.6 switched ``torch.load`` to ``weights_only=True``.  mmengine 0.10.7
-does not pass the argument, so resuming (or ``load_from`` with) a checkpoint
-that holds a ``HistoryBuffer``, numpy scalars and optimizer state fails with
-``Unsupported global``.  mmengine fixed this upstream (open-mmlab/mmengine
-PR #1650, issue #1655) by loading its own checkpoints with
-``weights_only=False``; we apply the same change to mmengine's *local*
-checkpoint loader only.  ``torch.load`` itself keeps its safe default for
-every other caller in the process (no global allow-list of ``getattr``).
+1. **Delta checkpoints.**  ``tools/model_converters/export_delta.py``
+   writes a masked run as a sparse delta against its pretrained base
+   (:mod:`mmtrpts.checkpoints.delta`).  After loading a file, the loader
+   recognises ``meta.format == 'mmtrpts.delta'``, loads the base named in
+   ``meta.base_checkpoint`` and returns ``{'meta': ..., 'state_dict':
+   merged}``, so a delta works wherever mmengine loads a local file:
+   ``load_from=DELTA``, ``init_cfg=dict(type='Pretrained',
+   checkpoint=DELTA)``, ``mmpretrain.apis.get_model(cfg, pretrained=DELTA)``.
+   This is needed on every stack, so the loader is always registered.
+2. **torch >= 2.6 ``weights_only``.**  torch 2.6 switched ``torch.load`` to
+   ``weights_only=True``.  mmengine 0.10.7 does not pass the argument, so
+   resuming (or ``load_from`` with) a checkpoint that holds a
+   ``HistoryBuffer``, numpy scalars and optimizer state fails with
+   ``Unsupported global``.  mmengine fixed this upstream (open-mmlab/mmengine
+   PR #1650, issue #1655) by loading its own checkpoints with
+   ``weights_only=False``; the loader does the same only when
+   :func:`needs_patch` says the installed mmengine lacks the fix, and uses
+   torch's default otherwise.  ``torch.load`` itself keeps its safe default
+   for every other caller in the process (no global allow-list of
+   ``getattr``).
 
 This is the one place where mmtrpts replaces an existing registration
-(``force=True``): the scheme ``''`` is mmengine's local-file loader, there is
-no other way to change it, and the replacement is behaviour-identical to the
-upstream fix.  It is skipped when mmengine already ships the fix.
+(``force=True``): the scheme ``''`` is mmengine's local-file loader and
+there is no other way to change it.  Remote schemes (``http://``,
+``s3://``, ...) keep mmengine's loaders.  For a file that is not a delta the
+replacement behaves like mmengine's loader (with the upstream fix).
 """
+import os
+import os.path as osp
+
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
 from mmengine.utils import digit_version
 import mmengine
 
+from ..checkpoints.delta import apply_delta, is_delta, merged_meta
+
 # The last mmengine release whose local loader lacks ``weights_only=False``.
 _LAST_UNFIXED_MMENGINE = '0.10.7'
+_MERGE_TOOL = 'tools/model_converters/merge_delta.py'
 
 
-def load_local_checkpoint(filename: str, map_location=None) -> dict:
-    """mmengine's local loader with the upstream ``weights_only`` fix.
+def needs_patch() -> bool:
+    """Whether the installed stack needs the ``weights_only`` fix."""
+    return (digit_version(torch.__version__) >= digit_version('2.6.0')
+            and digit_version(
+                mmengine.__version__) <= digit_version(_LAST_UNFIXED_MMENGINE))
+
+
+def read_checkpoint_file(filename: str, map_location=None):
+    """``torch.load`` a local file with the stack's ``weights_only`` policy.
+
+    Unlike :func:`load_local_checkpoint`, a delta is returned as stored.
 
     Args:
         filename (str): Path of the checkpoint file.
         map_location (str, optional): Same as :func:`torch.load`.
 
     Returns:
-        dict: The loaded checkpoint.
+        The loaded object.
     """
-    import os.path as osp
+    filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+    if needs_patch():
+        # Runner checkpoints hold non-tensor objects (upstream fix).
+        return torch.load(
+            filename, map_location=map_location, weights_only=False)
+    return torch.load(filename, map_location=map_location)
 
 
-def needs_patch() -> bool:
-    """Whether the installed stack needs the loader fix."""
-    return (digit_version(torch.__version__) >= digit_version('2.6.0')
-            and digit_version(mmengine.__version__) <= digit_version(
-                _LAST_UNFIXED_MMENGINE))
+def resolve_base_path(base: str, delta_path: str) -> str:
+    """Find a delta's base checkpoint on disk.
+
+    Args:
+        base (str): ``meta.base_checkpoint`` of the delta.
+        delta_path (str): Path of the delta file.
+
+    Returns:
+        str: ``base`` if absolute, else relative to the current directory,
+        else relative to the delta file's folder.
+
+    Raises:
+        FileNotFoundError: naming the path and how to fix it.
+    """
+    hint = (f'; merge the delta into a dense checkpoint with {_MERGE_TOOL} '
+            'BASE DELTA OUT, or re-export it with --base-path-in-meta')
+    if not base:
+        raise FileNotFoundError(
+            f'delta checkpoint {delta_path} names no base checkpoint '
+            f'(meta.base_checkpoint is empty){hint}')
+    base = osp.expanduser(base)
+    candidates = [base] if osp.isabs(base) else [
+        base, osp.join(osp.dirname(osp.abspath(delta_path)), base)
+    ]
+    for path in candidates:
+        if osp.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f'base checkpoint {base!r} of delta checkpoint {delta_path} not '
+        f'found (looked at {", ".join(map(repr, candidates))}, from '
+        f'{os.getcwd()}){hint}')
+
+
+def merge_delta_checkpoint(delta: dict,
+                           delta_path: str,
+                           map_location=None) -> dict:
+    """Load a delta's base and return the merged dense checkpoint.
+
+    Args:
+        delta (dict): A loaded delta checkpoint.
+        delta_path (str): Its path (to resolve a relative base path).
+        map_location (str, optional): Same as :func:`torch.load`.
+
+    Returns:
+        dict: ``{'meta': ..., 'state_dict': merged state dict}``; the meta
+        is the delta's, see :func:`~mmtrpts.checkpoints.merged_meta`.
+    """
+    base_path = resolve_base_path(delta['meta'].get('base_checkpoint'),
+                                  delta_path)
+    base = read_checkpoint_file(base_path, map_location)
+    if is_delta(base):
+        raise ValueError(f'base checkpoint {base_path} of {delta_path} is '
+                         f'itself a delta; merge it first with {_MERGE_TOOL}')
+    if isinstance(base, dict) and isinstance(base.get('state_dict'), dict):
+        base = base['state_dict']
+    return dict(
+        meta=merged_meta(delta['meta'], delta_path, base_path),
+        state_dict=apply_delta(base, delta))
+
+
+def load_local_checkpoint(filename: str, map_location=None) -> dict:
+    """mmengine's local loader with delta support and the upstream fix.
+
+    Args:
+        filename (str): Path of the checkpoint file.
+        map_location (str, optional): Same as :func:`torch.load`.
+
+    Returns:
+        dict: The loaded checkpoint; a delta comes back merged with its base
+        as ``{'meta': ..., 'state_dict': ...}``.
+    """
+    checkpoint = read_checkpoint_file(filename, map_location)
+    if is_delta(checkpoint):
+        return merge_delta_checkpoint(checkpoint, osp.expanduser(filename),
+                                      map_location)
+    return checkpoint
 
 
 def patch_mmengine_checkpoint_loader() -> bool:
     """Register :func:`load_local_checkpoint` as mmengine's local loader.
 
     Returns:
-        bool: True if the loader was replaced.
+        bool: True if the loader was replaced now, False if it already was.
     """
-    if not needs_patch():
-        return False
     if CheckpointLoader._schemes.get('') is load_local_checkpoint:
         return False
     CheckpointLoader.register_scheme(
