@@ -34,8 +34,10 @@ def run_one(config: str, task: str, num_classes: int, data_root: str,
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     set_task(cfg, task, num_classes, data_root=data_root)
-    # The table reports the test split once, after training.
+    # The table reports the test split once, after training, and only the
+    # final checkpoint is kept (saving one costs ~1.3 s on a 2-core CPU).
     apply_train_flags(cfg, no_validate=True)
+    cfg.default_hooks.checkpoint.interval = cfg.train_cfg.max_epochs
     cfg.work_dir = work_dir
     cfg.experiment_name = (f'{osp.basename(work_dir)}_'
                            f'{time.strftime("%Y%m%d_%H%M%S")}_{next(_RUN_IDS)}')
