@@ -12,6 +12,6 @@ from .version import __version__
 
 check_stack()
 
-from . import datasets, engine  # noqa: E402,F401
+from . import datasets, engine, models  # noqa: E402,F401
 
 __all__ = ['__version__']

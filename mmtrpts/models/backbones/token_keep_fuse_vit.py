@@ -1,0 +1,203 @@
+"""MMPretrain ViT with [CLS]-attention token keep/fuse blocks."""
+from contextlib import contextmanager
+from typing import Iterable, List, Optional
+
+import torch
+from mmpretrain.models import VisionTransformer
+from mmpretrain.models.utils import resize_pos_embed
+from mmpretrain.registry import MODELS
+
+from ..utils.token_keep_fuse import (FUSE_MODES, ROUNDINGS, cls_attention,
+                                     keep_fuse, num_kept)
+
+
+@MODELS.register_module()
+class TokenKeepFuseViT(VisionTransformer):
+    """Drop-in ``VisionTransformer`` with token keep/fuse blocks (TR-PTS).
+
+    In each selection block, after the attention residual and before the
+    MLP, candidate tokens are scored by the block's own [CLS] attention
+    (averaged over heads), the top ``floor(keep_rate * N)`` are kept and the
+    rest are fused into one token (see
+    :mod:`mmtrpts.models.utils.token_keep_fuse`).  The full attention keeps
+    using ``scaled_dot_product_attention``; only the [CLS] row is computed
+    again for scoring.  Train and eval behave identically.
+
+    Without selection blocks the forward *is* ``VisionTransformer``'s (same
+    outputs for the same weights).  All ``VisionTransformer`` arguments,
+    the arch zoo, ``init_cfg``/pos-embed resizing and ``frozen_stages`` are
+    inherited.  The selection blocks live in the persistent buffer
+    ``keep_layer_mask``, so checkpoints restore them for ``tools/test.py``,
+    inference and ``get_model``; TR-PTS's co-selection sets them after the
+    Fisher pass through :meth:`set_keep_layers`.
+
+    Output types: ``'cls_token'`` and ``'raw'`` work unchanged;
+    ``'avg_featmap'`` stays the mean over the *original* patches (each
+    token weighted by the patches it stands for); ``'featmap'`` is
+    impossible after reduction and raises.  Outputs of ``out_indices``
+    below the last layer have a reduced, fixed token count.
+
+    Example:
+        >>> backbone = dict(
+        ...     type='TokenKeepFuseViT', arch='b', img_size=224,
+        ...     patch_size=16, keep_rate=0.7, keep_layers=(3, 6, 9),
+        ...     keep_round='ceil', fuse='sum')  # Sparse-Tuning's setting
+
+    Args:
+        keep_rate (float): Fraction rho of candidate tokens kept in a
+            selection block. Defaults to 0.95 (TR-PTS).
+        keep_layers (Iterable[int]): 0-based selection blocks. Defaults to
+            none (set later by co-selection, or no reduction).
+        keep_round (str): ``'floor'`` (TR-PTS, default) or ``'ceil'``
+            (EViT / Sparse-Tuning).
+        fuse (str): ``'norm'`` (normalised weights, default), ``'sum'``
+            (EViT-style) or ``'drop'`` (no fused token).
+        detach_scores (bool): Stop gradients through the fusion weights.
+            Defaults to False.
+        *args, **kwargs: ``VisionTransformer`` arguments.
+    """
+
+    def __init__(self, *args, keep_rate: float = 0.95,
+                 keep_layers: Iterable[int] = (), keep_round: str = 'floor',
+                 fuse: str = 'norm', detach_scores: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        num_kept(1, keep_rate, keep_round)  # validates both
+        if fuse not in FUSE_MODES:
+            raise ValueError(f'fuse must be one of {FUSE_MODES}, got '
+                             f'{fuse!r}')
+        assert keep_round in ROUNDINGS
+        self.keep_rate = keep_rate
+        self.keep_round = keep_round
+        self.fuse = fuse
+        self.detach_scores = detach_scores
+        self.register_buffer(
+            'keep_layer_mask', torch.zeros(self.num_layers, dtype=torch.bool))
+        self.record_tokens = False
+        self.token_records: List[dict] = []
+        self._selection_enabled = True
+        self.set_keep_layers(keep_layers)
+
+    # -- configuration ---------------------------------------------------------
+    @property
+    def keep_layers(self) -> List[int]:
+        """The 0-based selection blocks, in depth order."""
+        return self.keep_layer_mask.nonzero().flatten().tolist()
+
+    def set_keep_layers(self, layers: Iterable[int]) -> None:
+        """Choose the selection blocks (replaces the current choice)."""
+        layers = sorted({int(i) for i in layers})
+        for i in layers:
+            if not 0 <= i < self.num_layers:
+                raise ValueError(f'keep layer {i} out of range for '
+                                 f'{self.num_layers} layers')
+        if layers and self.cls_token is None:
+            raise ValueError('token selection scores tokens by the [CLS] '
+                             'attention; set with_cls_token=True')
+        if layers and self.out_type == 'featmap':
+            raise ValueError("out_type='featmap' needs the full patch grid, "
+                             'which token selection removes; use '
+                             "'cls_token' or 'avg_featmap'")
+        mask = torch.zeros_like(self.keep_layer_mask)
+        mask[layers] = True
+        self.keep_layer_mask.copy_(mask)
+
+    @contextmanager
+    def token_selection_disabled(self):
+        """Run the dense model inside the block (e.g. the Fisher pass)."""
+        previous = self._selection_enabled
+        self._selection_enabled = False
+        try:
+            yield
+        finally:
+            self._selection_enabled = previous
+
+    # -- forward ---------------------------------------------------------------
+    def forward(self, x):
+        if not (self._selection_enabled and bool(self.keep_layer_mask.any())):
+            return super().forward(x)
+        if self.out_type == 'featmap':
+            raise ValueError("out_type='featmap' cannot be formed after "
+                             'token selection')
+        batch = x.shape[0]
+        x, patch_resolution = self.patch_embed(x)
+        x = torch.cat((self.cls_token.expand(batch, -1, -1), x), dim=1)
+        x = x + resize_pos_embed(
+            self.pos_embed, self.patch_resolution, patch_resolution,
+            mode=self.interpolate_mode,
+            num_extra_tokens=self.num_extra_tokens)
+        x = self.drop_after_pos(x)
+        x = self.pre_norm(x)
+
+        num_extra = self.num_extra_tokens
+        weights = x.new_ones(batch, x.shape[1])
+        weights[:, :num_extra] = 0
+        assignment = None
+        self.token_records = []
+        if self.record_tokens:
+            assignment = torch.arange(
+                num_extra, x.shape[1], device=x.device).expand(batch, -1)
+        outs = []
+        mask = self.keep_layer_mask.tolist()
+        for i, layer in enumerate(self.layers):
+            if mask[i]:
+                x, weights, assignment = self._selection_block(
+                    i, layer, x, weights, assignment)
+            else:
+                x = layer(x)
+            if i == len(self.layers) - 1 and self.final_norm:
+                x = self.ln1(x)
+            if i in self.out_indices:
+                outs.append(self._format_reduced(x, weights))
+        return tuple(outs)
+
+    def _selection_block(self, index, layer, x, weights, assignment):
+        attn_out, scores = self._attention_with_cls_scores(
+            layer.attn, layer.ln1(x))
+        x = x + attn_out
+        num_extra = self.num_extra_tokens
+        candidates = x.shape[1] - num_extra
+        keep = num_kept(candidates, self.keep_rate, self.keep_round)
+        if keep < candidates:
+            scores = scores[:, num_extra:]
+            if self.detach_scores:
+                scores = scores.detach()
+            result = keep_fuse(x, scores, num_extra, keep, self.fuse,
+                               weights, assignment)
+            x, weights, assignment = (result.x, result.weights,
+                                      result.assignment)
+            if self.record_tokens:
+                self.token_records.append(
+                    dict(layer=index, assignment=assignment.detach().cpu(),
+                         num_tokens=x.shape[1]))
+        x = layer.ffn(layer.ln2(x), identity=x)
+        return x, weights, assignment
+
+    @staticmethod
+    def _attention_with_cls_scores(attn, x):
+        """mmpretrain ``MultiheadAttention.forward`` plus the [CLS] row."""
+        batch, tokens, _ = x.shape
+        qkv = attn.qkv(x).reshape(batch, tokens, 3, attn.num_heads,
+                                  attn.head_dims).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        dropout = attn.attn_drop if attn.training else 0.
+        out = attn.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        out = out.transpose(1, 2).reshape(batch, tokens, attn.embed_dims)
+        out = attn.proj(out)
+        out = attn.out_drop(attn.gamma1(attn.proj_drop(out)))
+        if attn.v_shortcut:
+            out = v.squeeze(1) + out
+        scores = cls_attention(q[:, :, :1], k, attn.head_dims**-0.5)
+        return out, scores
+
+    def _format_reduced(self, x, weights):
+        if self.out_type != 'avg_featmap':
+            return self._format_output(x, None)
+        num_extra = self.num_extra_tokens
+        patch_weights = weights[:, num_extra:].unsqueeze(-1)
+        mean = (x[:, num_extra:] * patch_weights).sum(1) / \
+            patch_weights.sum(1)
+        return self.ln2(mean)
+
+    def extra_repr(self) -> Optional[str]:
+        return (f'keep_rate={self.keep_rate}, keep_layers={self.keep_layers},'
+                f' keep_round={self.keep_round!r}, fuse={self.fuse!r}')
