@@ -1,4 +1,6 @@
 """TR-PTS parameter selection through the real runner and tools."""
+import json
+import os
 import os.path as osp
 import re
 
@@ -198,3 +200,44 @@ custom_hooks = [dict(type='FisherSelectionHook', rule='gps', k=1,
     assert conv.numel() == 64  # gps k=1: one entry per output channel
     assert 'backbone.bn1.weight' not in selection['full']  # norms frozen
     assert 'accuracy/top1' in log
+
+
+def test_co_selection_places_tokens_in_sparse_blocks_and_test_restores_it(
+        tmp_path, mini_vtab, pretrained):
+    hook = ("dict(type='FisherSelectionHook', target_ratio=0.2, "
+            "batch_size=16, progress=False, "
+            "token_placement=dict(mode='sparse', num_blocks=1))")
+    config = _config(
+        tmp_path, mini_vtab, pretrained,
+        "dict(type='Adam', lr=1e-2, weight_decay=0.)", hook,
+        extra="model['backbone'].update(type='TokenKeepFuseViT', "
+        'keep_rate=0.5)')
+    work = str(tmp_path / 'work')
+    proc = run_tool([PYTHON, TRAIN, config, '--work-dir', work])
+    assert_ok(proc)
+    match = re.search(r'Token selection placed in blocks \[(\d)\] \(sparse '
+                      r'placement, keep_rate=0\.5\); selected-parameter '
+                      r'density per block: 0: ([\d.]+)%, 1: ([\d.]+)%',
+                      _log(proc))
+    assert match, _log(proc)[-3000:]
+    block, d0, d1 = int(match.group(1)), float(match.group(2)), \
+        float(match.group(3))
+    assert block == (0 if d0 <= d1 else 1)
+    checkpoint = torch.load(osp.join(work, 'epoch_2.pth'), weights_only=False)
+    assert checkpoint['selection']['token_blocks'] == [block]
+    mask = checkpoint['state_dict']['backbone.keep_layer_mask']
+    assert mask.tolist() == [i == block for i in range(2)]
+    # tools/test.py builds the model without keep layers; the checkpoint
+    # brings the placement back, and the test accuracy is the same.
+    out = str(tmp_path / 'metrics.json')
+    proc = run_tool([PYTHON, osp.join(REPO, 'tools', 'test.py'), config,
+                     osp.join(work, 'epoch_2.pth'), '--out', out])
+    assert_ok(proc)
+    train_log = ''.join(
+        open(osp.join(work, d, f'{d}.log')).read()
+        for d in os.listdir(work) if osp.isfile(osp.join(work, d, f'{d}.log')))
+    val = re.findall(r'Epoch\(val\) \[2\]\[\d+/\d+\]\s+accuracy/top1: '
+                     r'([\d.]+)', train_log)
+    with open(out) as f:
+        test_top1 = json.load(f)['accuracy/top1']
+    assert float(val[-1]) == pytest.approx(test_top1, abs=1e-4)

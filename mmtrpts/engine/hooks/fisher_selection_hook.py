@@ -13,6 +13,7 @@ from ...analysis.selection_report import format_layer_table, write_summary
 from ...selection import (block_groups, budget_to_entries, calibrate_trpts,
                           select_global_topk, select_gps, select_trpts)
 from ...selection.eligibility import FULL, MASKED
+from ...selection.placement import block_densities, choose_blocks
 from ...selection.record import build_record, validate_record
 from ..fisher_pass import (build_fisher_dataloader, compute_fisher_scores,
                            linear_probe_head)
@@ -81,6 +82,14 @@ class FisherSelectionHook(Hook):
         probe_epochs (int) / probe_lr (float): Linear-probe settings.
         selection_file (str, optional): A record written by
             ``tools/compute_fisher.py``; skips the pass.
+        token_placement (dict, optional): Parameter-token co-selection for
+            a ``TokenKeepFuseViT`` backbone: ``dict(mode='sparse',
+            num_blocks=3)`` puts token selection into the blocks with the
+            lowest selected-parameter density; modes ``'sparse'``,
+            ``'dense'``, ``'random'`` (``seed``), ``'explicit'``
+            (``blocks``).  The choice is stored in the backbone's
+            ``keep_layer_mask`` buffer, so checkpoints carry it.  The Fisher
+            pass always runs with token selection off.
         save_plot (bool): Write ``selection_density.png``. Defaults to True.
         progress (bool): Show a progress bar. Defaults to True.
     """
@@ -100,6 +109,7 @@ class FisherSelectionHook(Hook):
                  max_batches: Optional[int] = None, head: str = 'random',
                  probe_epochs: int = 10, probe_lr: float = 1e-3,
                  selection_file: Optional[str] = None,
+                 token_placement: Optional[dict] = None,
                  save_plot: bool = True, progress: bool = True):
         if rule not in _RULES:
             raise ValueError(f'rule must be one of {_RULES}, got {rule!r}')
@@ -135,6 +145,7 @@ class FisherSelectionHook(Hook):
         self.head = head
         self.probe = dict(epochs=probe_epochs, lr=probe_lr)
         self.selection_file = selection_file
+        self.token_placement = dict(token_placement or {})
         self.save_plot = save_plot
         self.progress = progress
 
@@ -168,6 +179,8 @@ class FisherSelectionHook(Hook):
         else:
             record = self.select(runner.cfg, model, wrapper.roles)
         self._check_ranks_agree(record['checksum'])
+        if self.token_placement:
+            record['token_blocks'] = self.place_tokens(model, record)
         wrapper.arm(record)
         self._report(runner, model, wrapper, write=True)
 
@@ -176,9 +189,41 @@ class FisherSelectionHook(Hook):
         if isinstance(wrapper, MaskedUpdateMixin) and wrapper.armed:
             checkpoint['selection'] = wrapper.selection
 
+    # -- co-selection ------------------------------------------------------
+    def place_tokens(self, model, record: dict) -> list:
+        """Choose and set the backbone's token-selection blocks."""
+        backbone = getattr(model, 'backbone', None)
+        if not hasattr(backbone, 'set_keep_layers'):
+            raise TypeError(
+                'token_placement needs a backbone with token selection '
+                "(type='TokenKeepFuseViT'), got "
+                f'{type(backbone).__name__}')
+        densities = block_densities(record['layers'])
+        blocks = choose_blocks(densities, **self.token_placement)
+        backbone.set_keep_layers(blocks)
+        table = ', '.join(f'{b}: {100 * d:.3f}%'
+                          for b, d in densities.items())
+        print_log(
+            f'Token selection placed in blocks {blocks} '
+            f'({self.token_placement.get("mode", "sparse")} placement, '
+            f'keep_rate={backbone.keep_rate}); selected-parameter density '
+            f'per block: {table}', logger='current')
+        return blocks
+
     # -- the pass ----------------------------------------------------------
     def select(self, cfg, model, roles) -> dict:
-        """Run the Fisher pass and the rule; return the selection record."""
+        """Run the Fisher pass and the rule; return the selection record.
+
+        Token selection (if the backbone has it) is off during the pass:
+        its placement depends on the result.
+        """
+        backbone = getattr(model, 'backbone', None)
+        if hasattr(backbone, 'token_selection_disabled'):
+            with backbone.token_selection_disabled():
+                return self._select(cfg, model, roles)
+        return self._select(cfg, model, roles)
+
+    def _select(self, cfg, model, roles) -> dict:
         loader = build_fisher_dataloader(cfg, **self.loader_kwargs)
         extra = dict(head=self.head)
         if self.head == 'linear_probe':
