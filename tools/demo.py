@@ -20,6 +20,8 @@ METHODS = {
     'linear probing': osp.join(CONFIGS, 'vit-tiny_linear-probe_mini-vtab.py'),
     'TR-PTS (parameters)': osp.join(CONFIGS,
                                     'vit-tiny_trpts-param_mini-vtab.py'),
+    'TR-PTS (params + tokens)': osp.join(CONFIGS,
+                                         'vit-tiny_trpts_mini-vtab.py'),
 }
 # `counting` is generated too but left out by default to keep the demo
 # under 5 minutes on a 2-core CPU; add it with --tasks.

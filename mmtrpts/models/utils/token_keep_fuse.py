@@ -19,6 +19,7 @@ patches it stands for -- so the mean over the original patches can still be
 formed after reduction.
 """
 import math
+from fractions import Fraction
 from typing import NamedTuple, Optional
 
 import torch
@@ -77,7 +78,7 @@ def num_kept(num_candidates: int, keep_rate: float,
                          f'{rounding!r}')
     if not 0 < keep_rate <= 1:
         raise ValueError(f'keep_rate must be in (0, 1], got {keep_rate}')
-    from fractions import Fraction
+    num_candidates = int(num_candidates)  # a tensor under jit tracing
     exact = Fraction(repr(float(keep_rate))) * num_candidates
     count = math.floor(exact) if rounding == 'floor' else math.ceil(exact)
     return max(1, min(num_candidates, count))
