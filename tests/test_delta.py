@@ -318,3 +318,22 @@ def test_cli_rejects_a_checkpoint_without_selection(run, monkeypatch):
     with pytest.raises(
             SystemExit, match='not a TR-PTS/masked training checkpoint'):
         _load_tool().main()
+
+
+def test_non_floating_state_such_as_token_blocks_travels_in_the_delta():
+    """The co-selection mask is not trained but must survive a delta."""
+    import mmtrpts.checkpoints.delta as delta_lib
+    state = {'backbone.w': torch.ones(2, 3),
+             'backbone.keep_layer_mask': torch.tensor([False, True]),
+             'head.b': torch.zeros(2)}
+    base = {'backbone.w': torch.ones(2, 3)}
+    selection = dict(indices={'backbone.w': torch.tensor([1])},
+                     full=['head.b'])
+    selection['checksum'] = selection_checksum(selection['indices'])
+    state['backbone.w'].view(-1)[1] = 5.
+    delta = delta_lib.make_delta(state, selection, base_state_dict=base)
+    assert torch.equal(delta['delta']['dense']['backbone.keep_layer_mask'],
+                       torch.tensor([False, True]))
+    merged = delta_lib.apply_delta(base, delta)
+    for name, value in state.items():
+        assert torch.equal(merged[name], value), name

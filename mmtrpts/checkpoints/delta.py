@@ -175,6 +175,14 @@ def make_delta(state_dict: Mapping[str, Tensor],
         TypeError: ``source`` or ``weights`` are not plain python values.
     """
     indices, full, checksum = _read_selection(selection, state_dict)
+    # Non-floating state (bool/int buffers such as a TokenKeepFuseViT's
+    # keep_layer_mask, chosen after the Fisher pass) is never trained but
+    # belongs to the fine-tuned model: always export it densely.
+    full = sorted(set(full) | {
+        name for name, value in state_dict.items()
+        if isinstance(value, Tensor) and not value.is_floating_point()
+        and name not in indices
+    })
     if base_state_dict is not None:
         _verify_against_base(state_dict, indices, full, base_state_dict)
     sparse = OrderedDict()
