@@ -5,7 +5,7 @@
 _base_ = ['./vit-tiny_full-ft_mini-vtab.py']
 optim_wrapper = dict(
     constructor='FisherMaskOptimWrapperConstructor',
-    optimizer=dict(type='Adam', lr=5e-3, weight_decay=0.))
+    optimizer=dict(type='Adam', lr=1e-2, weight_decay=0.))
 custom_hooks = [
     dict(type='FisherSelectionHook', rule='trpts', target_ratio=0.05,
          batch_size=64, pipeline='test', head='random'),
