@@ -1,0 +1,545 @@
+"""Inference cost of [CLS]-attention token keep/fuse against a dense ViT.
+
+Each setting (a plain MMPretrain ``VisionTransformer`` or a
+``TokenKeepFuseViT``) is built with the *same* random weights, its FLOPs
+are counted with :func:`mmtrpts.analysis.flops.count_flops` (attention
+matmuls included) and its inference throughput is measured with
+:func:`measure_throughput`, all in one process.  :func:`compare` times the
+settings round-robin -- every round measures every setting once, in an
+order rotated by one per round -- and reports the median images/s per
+setting with its spread, and the speed-up as the median over rounds of
+the ratio to the dense model *in the same round*, so that drifting
+machine load hits all settings alike (a load change between rounds
+cancels; one disturbed round is outvoted by the median).
+
+Throughput protocol (the one ToMe, Bolya et al. ICLR 2023, describes; re-
+implemented here): the model in eval mode under ``torch.no_grad()``, one
+fixed random batch, ``runs`` forwards of which the first
+``warmup_fraction`` (25%) are discarded as warm-up, CUDA synchronised
+before the timed window starts and after it ends, images/s = batch *
+timed runs / elapsed.  The *whole* classifier is timed
+(``model(x, mode='tensor')``: backbone, neck and head) -- the head of a
+ViT-B is 0.77 MFLOPs, i.e. nothing next to the backbone.
+
+FLOPs are per image, of the backbone (as mmpretrain's ``get_flops.py``);
+the whole-model count is kept as well.  mmengine's counter has no handle
+for the elementwise/sorting ops that the keep/fuse step adds (softmax,
+mean, mul, sum, argsort, sort) and treats gather/cat/slicing as zero-FLOP
+(its ignore list); :func:`flop_report` lists the unsupported ones.  They
+are O(B * H * N) per selection block, i.e. negligible.
+"""
+import logging
+import os
+import statistics
+import time
+import warnings
+from contextlib import contextmanager
+from typing import (Dict, Iterator, List, NamedTuple, Optional, Sequence,
+                    Tuple)
+
+import torch
+import torch.nn as nn
+
+from .masked_benchmark import describe_device, resolve_device
+
+#: Column headers of :func:`format_table` (tests look for them).
+COLUMNS = ('setting', 'tokens at the end', 'GFLOPs', 'GFLOPs / dense',
+           'images/s [min-max]', 'speed-up vs dense [min-max]', 'target')
+
+
+class Setting(NamedTuple):
+    """One model of the comparison.
+
+    Attributes:
+        name (str): Key in the results (``'dense'`` is the reference).
+        label (str): Row label of the table.
+        backbone (dict): Backbone type and keep/fuse arguments, merged into
+            the common ``arch``/``img_size``/``patch_size``.
+        min_speedup (float, optional): Target speed-up vs dense (printed,
+            never asserted).
+        flops_ratio (float, optional): Target FLOPs / dense (printed,
+            ``about``: within 0.01).
+    """
+    name: str
+    label: str
+    backbone: dict
+    min_speedup: Optional[float] = None
+    flops_ratio: Optional[float] = None
+
+
+def default_settings(keep_layers: Sequence[int] = (3, 6, 9)
+                     ) -> List[Setting]:
+    """The five settings of the issue.
+
+    1. ``dense``: mmpretrain's ``VisionTransformer`` (the reference).
+    2. ``no_selection``: ``TokenKeepFuseViT`` without selection blocks
+       (target: overhead <= 3%, speed-up >= 0.97).
+    3. ``rho0.7_ceil``: rho = 0.7 at ``keep_layers`` with ceil rounding and
+       EViT's unnormalised fusion -- the Sparse-Tuning / EViT setting,
+       197 -> 140 -> 100 -> 72 tokens for ViT-B/16 at 224 px (targets:
+       FLOPs about 0.66 of dense, speed-up >= 1.35).
+    4. ``rho0.7_floor``: rho = 0.7, floor rounding (TR-PTS's rule,
+       normalised fusion).
+    5. ``rho0.95_floor``: rho = 0.95, floor rounding (TR-PTS's default
+       rate at three blocks).
+
+    Args:
+        keep_layers (Sequence[int]): 0-based selection blocks.
+
+    Returns:
+        list[Setting]: The settings, dense first.
+    """
+    layers = tuple(int(i) for i in keep_layers)
+    where = ','.join(str(i) for i in layers)
+
+    def keep(rate: float, rounding: str, fuse: str) -> dict:
+        return dict(type='TokenKeepFuseViT', keep_rate=rate,
+                    keep_layers=layers, keep_round=rounding, fuse=fuse)
+
+    return [
+        Setting('dense', 'dense ViT (mmpretrain)',
+                dict(type='VisionTransformer')),
+        Setting('no_selection', 'TokenKeepFuseViT, no selection',
+                dict(type='TokenKeepFuseViT', keep_layers=()),
+                min_speedup=0.97),
+        Setting('rho0.7_ceil', f'rho=0.7 @{where} ceil, fuse=sum',
+                keep(0.7, 'ceil', 'sum'), min_speedup=1.35,
+                flops_ratio=0.66),
+        Setting('rho0.7_floor', f'rho=0.7 @{where} floor, fuse=norm',
+                keep(0.7, 'floor', 'norm')),
+        Setting('rho0.95_floor', f'rho=0.95 @{where} floor, fuse=norm',
+                keep(0.95, 'floor', 'norm')),
+    ]
+
+
+# -- models -------------------------------------------------------------------
+def build_classifier(backbone: dict, arch='b', img_size: int = 224,
+                     patch_size: int = 16, num_classes: int = 1000,
+                     device: str = 'cpu', seed: int = 0) -> nn.Module:
+    """An ``ImageClassifier`` with ``backbone``, randomly initialised.
+
+    Args:
+        backbone (dict): ``type`` and extra backbone arguments.
+        arch (str | dict): ViT arch name or custom arch dict.
+        img_size (int): Input resolution.
+        patch_size (int): ViT patch size.
+        num_classes (int): Classes of the linear head.
+        device (str): Where to put the model.
+        seed (int): Seed of the random initialisation.
+
+    Returns:
+        nn.Module: The classifier, in eval mode.
+    """
+    import mmtrpts  # noqa: F401  (stack fixes, registers components)
+    from mmengine.logging import MMLogger
+    from mmengine.registry import init_default_scope
+    from mmpretrain.models import VisionTransformer
+    from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')
+    dims = (arch['embed_dims'] if isinstance(arch, dict) else
+            VisionTransformer.arch_zoo[arch]['embed_dims'])
+    cfg = dict(type='ImageClassifier',
+               backbone=dict(arch=arch, img_size=img_size,
+                             patch_size=patch_size, drop_path_rate=0.,
+                             **backbone),
+               head=dict(type='LinearClsHead', num_classes=num_classes,
+                         in_channels=dims))
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # one INFO message per parameter
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    model = model.to(device)
+    model.eval()
+    return model
+
+
+def copy_weights(source: nn.Module, target: nn.Module) -> None:
+    """Give ``target`` the weights of ``source`` (a dense classifier).
+
+    Only the selection buffer ``keep_layer_mask`` of a ``TokenKeepFuseViT``
+    may be missing from ``source``; anything else is an error.
+    """
+    result = target.load_state_dict(source.state_dict(), strict=False)
+    missing = [k for k in result.missing_keys
+               if not k.endswith('keep_layer_mask')]
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f'weights do not match: missing {missing}, '
+                           f'unexpected {result.unexpected_keys}')
+
+
+def token_schedule(model: nn.Module, inputs: torch.Tensor) -> List[int]:
+    """Token counts of one real forward: into block 0, then out of each.
+
+    The counts are read at each block's ``ln1`` (block input) and ``ln2``
+    (after the attention residual and any keep/fuse step, i.e. the tokens
+    the block's MLP and the next block see); ``TokenKeepFuseViT`` calls
+    both norms in selection blocks too, whereas it bypasses the blocks'
+    own ``forward`` there.
+
+    Args:
+        model (nn.Module): An mmpretrain ViT classifier.
+        inputs (Tensor): A batch.
+
+    Returns:
+        list[int]: ``depth + 1`` counts; the last is the tokens at the end.
+    """
+    first: List[int] = []
+    counts: List[int] = []
+
+    def recorder(store):
+        def hook(module, args):
+            store.append(int(args[0].shape[1]))
+        return hook
+
+    layers = list(model.backbone.layers)
+    handles = [layers[0].ln1.register_forward_pre_hook(recorder(first))]
+    handles += [layer.ln2.register_forward_pre_hook(recorder(counts))
+                for layer in layers]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(inputs, mode='tensor')
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(first) != 1 or len(counts) != len(layers):
+        raise RuntimeError(f'unexpected norm calls: {first}, {counts}')
+    return first + counts
+
+
+def compress_schedule(counts: Sequence[int]) -> str:
+    """``[197, 197, 140, 140, 100]`` -> ``'197->140->100'``."""
+    steps = [c for i, c in enumerate(counts) if i == 0 or c != counts[i - 1]]
+    return '->'.join(str(c) for c in steps)
+
+
+# -- FLOPs --------------------------------------------------------------------
+@contextmanager
+def traceable_token_counts() -> Iterator[None]:
+    """Let ``TokenKeepFuseViT`` run under ``torch.jit.trace``.
+
+    Under tracing, ``x.shape[1]`` is a 0-d tensor, and
+    ``TokenKeepFuseViT._selection_block`` passes it to ``num_kept``, whose
+    exact ``Fraction`` arithmetic rejects tensors (``TypeError``), so
+    mmengine's FLOP counter cannot trace a selecting model.  Inside this
+    context the backbone's ``num_kept`` receives ``int(num_candidates)``
+    (a no-op for Python ints; token counts are static, so nothing is lost).
+    """
+    from mmtrpts.models.backbones import token_keep_fuse_vit as module
+    original = module.num_kept
+
+    def patched(num_candidates, keep_rate, rounding='floor'):
+        return original(int(num_candidates), keep_rate, rounding)
+
+    module.num_kept = patched
+    try:
+        yield
+    finally:
+        module.num_kept = original
+
+
+def unsupported_ops(model: nn.Module, input_shape: Sequence[int],
+                    backbone_only: bool = True) -> Dict[str, int]:
+    """Ops mmengine's FLOP counter met but has no handle for.
+
+    Same analyzer set-up as :func:`~mmtrpts.analysis.flops.count_flops`
+    (incl. the SDPA handle); ops in mmengine's zero-FLOP ignore list
+    (gather, cat, slicing, ...) are not reported by mmengine.
+
+    Returns:
+        dict: ``{op name: number of calls}``.
+    """
+    from mmengine.analysis import FlopAnalyzer
+    from .flops import _TensorForward, sdpa_flop_jit
+    param = next(model.parameters())
+    inputs = torch.zeros(1, *input_shape, device=param.device)
+    model.eval()
+    analyzer = FlopAnalyzer(_TensorForward(model, backbone_only),
+                            (inputs, ))
+    analyzer.set_op_handle('aten::scaled_dot_product_attention',
+                           sdpa_flop_jit)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    analyzer.total()
+    return dict(sorted(analyzer.unsupported_ops().items()))
+
+
+def flop_report(model: nn.Module,
+                input_shape: Sequence[int] = (3, 224, 224)) -> dict:
+    """Per-image FLOPs of backbone and whole model, and unsupported ops.
+
+    Returns:
+        dict: ``backbone_flops``, ``model_flops`` (ints, multiply-adds,
+        attention matmuls included) and ``unsupported_ops`` (backbone).
+    """
+    from .flops import count_flops
+    with traceable_token_counts(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # TracerWarnings of the selection
+        backbone = count_flops(model, input_shape, backbone_only=True)
+        whole = count_flops(model, input_shape, backbone_only=False)
+        ops = unsupported_ops(model, input_shape, backbone_only=True)
+    return dict(backbone_flops=backbone, model_flops=whole,
+                unsupported_ops=ops)
+
+
+# -- throughput ---------------------------------------------------------------
+def timed_and_warmup_runs(runs: int, warmup_fraction: float = 0.25
+                          ) -> Tuple[int, int]:
+    """Split ``runs`` into ``(timed, warm-up)``.
+
+    The first ``int(runs * warmup_fraction)`` runs are warm-up; at least
+    one run must remain timed.
+    """
+    warmup = int(runs * warmup_fraction)
+    if not 0 <= warmup_fraction < 1 or runs - warmup < 1:
+        raise ValueError(f'no timed run: runs={runs}, warmup_fraction='
+                         f'{warmup_fraction}')
+    return runs - warmup, warmup
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(torch.device(device))
+
+
+def measure_throughput(model: nn.Module, batch: int, img_size: int,
+                       runs: int, warmup_fraction: float = 0.25,
+                       device: str = 'cpu',
+                       inputs: Optional[torch.Tensor] = None) -> dict:
+    """Inference images/s of ``model(x, mode='tensor')`` (ToMe's protocol).
+
+    ``runs`` forwards of one fixed batch in eval mode under
+    ``torch.no_grad()``; the first ``int(runs * warmup_fraction)`` are
+    warm-up and not timed; on CUDA the device is synchronised right before
+    the timed window starts and right after it ends.
+
+    Args:
+        model (nn.Module): An mmpretrain classifier on ``device``.
+        batch (int): Images per forward.
+        img_size (int): Square input resolution.
+        runs (int): Forwards in all, warm-up included.
+        warmup_fraction (float): Fraction of ``runs`` discarded.
+        device (str): Device of the model and the batch.
+        inputs (Tensor, optional): The batch to use instead of a random
+            ``[batch, 3, img_size, img_size]`` one.
+
+    Returns:
+        dict: ``images_per_second``, ``seconds`` (timed window),
+        ``timed_runs``, ``warmup_runs`` and ``cpu_utilisation`` (process
+        CPU time / wall time of the window; about the thread count on an
+        idle CPU, lower when the host takes the CPU away).
+    """
+    timed, warmup = timed_and_warmup_runs(runs, warmup_fraction)
+    if inputs is None:
+        inputs = torch.randn(batch, 3, img_size, img_size)
+    inputs = inputs.to(device)
+    batch = inputs.shape[0]
+    model.eval()
+    with torch.no_grad():
+        for i in range(runs):
+            if i == warmup:
+                _sync(device)
+                start = time.perf_counter()
+                cpu_start = time.process_time()
+            model(inputs, mode='tensor')
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu_start
+    return dict(images_per_second=batch * timed / elapsed, seconds=elapsed,
+                timed_runs=timed, warmup_runs=warmup,
+                cpu_utilisation=cpu / elapsed)
+
+
+# -- comparison ---------------------------------------------------------------
+def compare(settings: Sequence[Setting], arch='b', img_size: int = 224,
+            patch_size: int = 16, batch: int = 8, runs: int = 20,
+            rounds: int = 3, warmup_fraction: float = 0.25,
+            device: str = 'auto', num_classes: int = 1000, seed: int = 0,
+            log=None) -> dict:
+    """FLOPs and interleaved throughput of ``settings`` in this process.
+
+    All models get the weights of the first setting (the dense reference,
+    which must be named ``'dense'``), so the no-selection model must give
+    the dense outputs exactly (``max_abs_diff_vs_dense``).  Round ``r``
+    measures every setting once with :func:`measure_throughput`, starting
+    at setting ``r mod len(settings)``; all rounds use the same batch.
+
+    Args:
+        settings (Sequence[Setting]): The models, dense first.
+        arch (str | dict): ViT arch.
+        img_size (int): Input resolution.
+        patch_size (int): ViT patch size.
+        batch (int): Images per forward.
+        runs (int): Forwards per measurement (25% warm-up).
+        rounds (int): Round-robin rounds.
+        warmup_fraction (float): Discarded fraction of ``runs``.
+        device (str): ``'auto'``, ``'cpu'`` or ``'cuda'``.
+        num_classes (int): Classes of the head.
+        seed (int): Seed of the weights and the batch.
+        log (callable, optional): Progress messages (e.g. ``print``).
+
+    Returns:
+        dict: ``settings`` (per name: FLOPs, token schedule, images/s per
+        round, median/min/max, ``flops_ratio`` and ``speedup``: the median
+        of the per-round ``speedup_rounds``, each this setting's images/s
+        over the dense images/s of the same round) and the set-up.
+    """
+    if not settings or settings[0].name != 'dense':
+        raise ValueError("the first setting must be the 'dense' reference")
+    if rounds < 1:
+        raise ValueError(f'rounds must be >= 1, got {rounds}')
+    timed, warmup = timed_and_warmup_runs(runs, warmup_fraction)
+    log = log or (lambda message: None)
+    device = resolve_device(device)
+    input_shape = (3, img_size, img_size)
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(batch, *input_shape, generator=generator)
+    inputs = inputs.to(device)
+
+    models: Dict[str, nn.Module] = {}
+    results: Dict[str, dict] = {}
+    reference_out = None
+    for setting in settings:
+        model = build_classifier(setting.backbone, arch, img_size,
+                                 patch_size, num_classes, device, seed)
+        if models:
+            copy_weights(models['dense'], model)
+        models[setting.name] = model
+        with torch.no_grad():
+            out = model(inputs, mode='tensor')
+        if reference_out is None:
+            reference_out = out
+        flops = flop_report(model, input_shape)
+        counts = token_schedule(model, inputs)
+        results[setting.name] = dict(
+            label=setting.label, backbone=setting.backbone,
+            tokens_per_block=counts, tokens_final=counts[-1],
+            token_schedule=compress_schedule(counts),
+            max_abs_diff_vs_dense=float(
+                (out - reference_out).abs().max()),
+            images_per_second_rounds=[], cpu_utilisation_rounds=[],
+            min_speedup_target=setting.min_speedup,
+            flops_ratio_target=setting.flops_ratio, **flops)
+        log(f'built {setting.name}: {flops["backbone_flops"] / 1e9:.4f} '
+            f'GFLOPs, tokens {results[setting.name]["token_schedule"]}')
+
+    names = [s.name for s in settings]
+    orders = []
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        orders.append(order)
+        for name in order:
+            m = measure_throughput(models[name], batch, img_size, runs,
+                                   warmup_fraction, device, inputs)
+            results[name]['images_per_second_rounds'].append(
+                m['images_per_second'])
+            results[name]['cpu_utilisation_rounds'].append(
+                m['cpu_utilisation'])
+            log(f'round {r + 1}/{rounds} {name}: '
+                f'{m["images_per_second"]:.3f} images/s')
+
+    dense = results['dense']
+    for name in names:
+        res = results[name]
+        ips = res['images_per_second_rounds']
+        paired = [a / b for a, b in
+                  zip(ips, dense['images_per_second_rounds'])]
+        res.update(
+            timed_runs=timed, warmup_runs=warmup,
+            images_per_second=statistics.median(ips),
+            images_per_second_min=min(ips), images_per_second_max=max(ips),
+            flops_ratio=res['backbone_flops'] / dense['backbone_flops'],
+            model_flops_ratio=res['model_flops'] / dense['model_flops'],
+            speedup_rounds=paired, speedup_min=min(paired),
+            speedup_max=max(paired))
+        res['speedup'] = statistics.median(paired)
+        res['speedup_of_medians'] = (res['images_per_second'] /
+                                     dense['images_per_second'])
+    return dict(device=device, device_name=describe_device(device),
+                torch=torch.__version__, threads=torch.get_num_threads(),
+                arch=arch, img_size=img_size, patch_size=patch_size,
+                batch=batch, runs=runs, rounds=rounds,
+                warmup_fraction=warmup_fraction, num_classes=num_classes,
+                seed=seed, order=orders, settings=results)
+
+
+# -- report -------------------------------------------------------------------
+def _target_text(res: dict) -> str:
+    parts = []
+    if res['flops_ratio_target'] is not None:
+        goal = res['flops_ratio_target']
+        met = abs(res['flops_ratio'] - goal) <= 0.01
+        parts.append(f'FLOPs ~{goal:.2f}: {"met" if met else "MISSED"}')
+    if res['min_speedup_target'] is not None:
+        goal = res['min_speedup_target']
+        met = res['speedup'] >= goal
+        parts.append(f'x>={goal:.2f}: {"met" if met else "MISSED"}')
+    return '; '.join(parts) or ('reference' if res['speedup_min'] ==
+                                res['speedup_max'] == 1 and
+                                res['flops_ratio'] == 1 else '-')
+
+
+def format_table(results: dict) -> str:
+    """One fixed-width table of :func:`compare`'s results.
+
+    Columns: setting | tokens at the end (and the schedule) | GFLOPs |
+    GFLOPs / dense | median images/s [min-max over rounds] | speed-up vs
+    dense (median [min-max] of the per-round ratios) | target
+    (printed only; ``met``/``MISSED`` is informative, nothing is
+    asserted).
+    """
+    rows = []
+    for name, res in results['settings'].items():
+        rows.append((
+            res['label'],
+            f'{res["tokens_final"]} ({res["token_schedule"]})',
+            f'{res["backbone_flops"] / 1e9:.3f}',
+            f'{res["flops_ratio"]:.4f}',
+            f'{res["images_per_second"]:.3f} '
+            f'[{res["images_per_second_min"]:.3f}-'
+            f'{res["images_per_second_max"]:.3f}]',
+            f'{res["speedup"]:.3f} [{res["speedup_min"]:.3f}-'
+            f'{res["speedup_max"]:.3f}]',
+            _target_text(res)))
+    widths = [max(len(r[i]) for r in rows + [COLUMNS])
+              for i in range(len(COLUMNS))]
+    fmt = ' | '.join(['{:<%d}' % widths[0], '{:<%d}' % widths[1]] +
+                     ['{:>%d}' % w for w in widths[2:-1]] +
+                     ['{:<%d}' % widths[-1]])
+    lines = [fmt.format(*COLUMNS), '-+-'.join('-' * w for w in widths)]
+    lines += [fmt.format(*r) for r in rows]
+    return '\n'.join(line.rstrip() for line in lines)
+
+
+def unsupported_note(results: dict) -> str:
+    """Which ops the FLOP counter skipped, dense vs the selecting models."""
+    dense = results['settings']['dense']['unsupported_ops']
+    extra: Dict[str, int] = {}
+    for res in results['settings'].values():
+        for op, calls in res['unsupported_ops'].items():
+            more = calls - dense.get(op, 0)
+            if more > 0:
+                extra[op] = max(extra.get(op, 0), more)
+    base = ', '.join(sorted(dense)) or 'none'
+    added = ', '.join(f'{op} (+{n})' for op, n in sorted(extra.items()))
+    return (f'FLOPs: mmengine counter (1 multiply-add = 1 FLOP) + SDPA '
+            f'handle, per image, backbone; uncounted in every model: '
+            f'{base}; uncounted calls added by keep/fuse (most per model): '
+            f'{added or "none"} -- softmax/mean of the [CLS] row, '
+            f'argsort/sort, the fused weighted sum: O(H*N + N*C) '
+            f'elementwise per selection block and image, negligible; '
+            f'gather/cat are zero-FLOP in mmengine\'s ignore list; the '
+            f'extra [CLS]-row q.K^T (aten::matmul) IS counted')
+
+
+def load_average() -> Optional[List[float]]:
+    """``os.getloadavg()`` (1, 5, 15 min), or None where unavailable."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
