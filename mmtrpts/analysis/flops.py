@@ -43,6 +43,18 @@ class _TensorForward(torch.nn.Module):
         return self.model(x, mode='tensor')
 
 
+def build_flop_analyzer(model: torch.nn.Module, inputs: torch.Tensor,
+                        backbone_only: bool = False) -> FlopAnalyzer:
+    """mmengine's FlopAnalyzer with the SDPA handle, warnings silenced."""
+    analyzer = FlopAnalyzer(_TensorForward(model, backbone_only),
+                            (inputs, ))
+    analyzer.set_op_handle('aten::scaled_dot_product_attention',
+                           sdpa_flop_jit)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    return analyzer
+
+
 def count_flops(model: torch.nn.Module,
                 input_shape: Sequence[int] = (3, 224, 224),
                 backbone_only: bool = False,
@@ -68,13 +80,7 @@ def count_flops(model: torch.nn.Module,
     was_training = model.training
     model.eval()
     try:
-        analyzer = FlopAnalyzer(_TensorForward(model, backbone_only),
-                                (inputs, ))
-        analyzer.set_op_handle('aten::scaled_dot_product_attention',
-                               sdpa_flop_jit)
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        total = analyzer.total()
+        total = build_flop_analyzer(model, inputs, backbone_only).total()
     finally:
         model.train(was_training)
     return total // inputs.shape[0]

@@ -254,17 +254,11 @@ def unsupported_ops(model: nn.Module, input_shape: Sequence[int],
     Returns:
         dict: ``{op name: number of calls}``.
     """
-    from mmengine.analysis import FlopAnalyzer
-    from .flops import _TensorForward, sdpa_flop_jit
+    from .flops import build_flop_analyzer
     param = next(model.parameters())
     inputs = torch.zeros(1, *input_shape, device=param.device)
     model.eval()
-    analyzer = FlopAnalyzer(_TensorForward(model, backbone_only),
-                            (inputs, ))
-    analyzer.set_op_handle('aten::scaled_dot_product_attention',
-                           sdpa_flop_jit)
-    analyzer.unsupported_ops_warnings(False)
-    analyzer.uncalled_modules_warnings(False)
+    analyzer = build_flop_analyzer(model, inputs, backbone_only)
     analyzer.total()
     return dict(sorted(analyzer.unsupported_ops().items()))
 
