@@ -4,8 +4,8 @@ mmengine's counter (one multiply-add = one FLOP) has no handle for
 ``aten::scaled_dot_product_attention``, which MMPretrain's ViT attention
 calls, so it reports ViT-B/16 at 16.867 G instead of 17.582 G (the metafile
 value).  :func:`sdpa_flop_jit` counts the two attention matmuls,
-``B * H * Nq * Nk * (d + dv)``.  Add, GELU, softmax and layer norm are not
-counted (mmengine's convention).
+``B * H * Nq * Nk * (d + dv)``.  Add, GELU and softmax are not counted
+(mmengine's convention); layer norm is counted.
 """
 from typing import Any, List, Optional, Sequence
 
