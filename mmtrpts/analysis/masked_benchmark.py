@@ -259,19 +259,20 @@ class PeakMemory:
         return self.peak() <= self.current() + 16 * _MiB
 
 
-def _sync(device: str) -> None:
+def synchronize(device: str) -> None:
+    """Wait for queued CUDA work on ``device`` (no-op elsewhere)."""
     if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(torch.device(device))
 
 
 def _timed(step, seconds: List[float], device: str):
     """Wrap ``step`` so that each call appends its duration to seconds."""
 
     def timed_step(**kwargs):
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         step(**kwargs)
-        _sync(device)
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
 
     return timed_step
@@ -389,7 +390,7 @@ def run_mode(mode: str, arch: Union[str, dict] = 'b', batch: int = 8,
     import mmpretrain.models  # noqa: F401
     import mmtrpts.engine  # noqa: F401
     memory = PeakMemory(device)
-    _sync(device)
+    synchronize(device)
     baseline = memory.peak()
     model = build_model(cfg, device, seed)
     wrapper = build_wrapper(model, mode)
@@ -436,7 +437,7 @@ def run_mode(mode: str, arch: Union[str, dict] = 'b', batch: int = 8,
     batches = random_batches(steps + 1, batch, img_size, num_classes,
                              seed + 2)
     model.train()
-    _sync(device)
+    synchronize(device)
     setup_peak = memory.peak()
     reset = memory.reset()
     pre_train = memory.current()
@@ -444,10 +445,10 @@ def run_mode(mode: str, arch: Union[str, dict] = 'b', batch: int = 8,
     state = None
     wrapper.step = _timed(wrapper.step, update_seconds, device)
     for i, data in enumerate(batches):
-        _sync(device)
+        synchronize(device)
         start, cpu_start = time.perf_counter(), time.process_time()
         model.train_step(data, wrapper)
-        _sync(device)
+        synchronize(device)
         if i:  # step 0 is the warm-up
             step_seconds.append(time.perf_counter() - start)
             cpu_seconds.append(time.process_time() - cpu_start)

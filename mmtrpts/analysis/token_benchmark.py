@@ -33,14 +33,13 @@ import os
 import statistics
 import time
 import warnings
-from contextlib import contextmanager
-from typing import (Dict, Iterator, List, NamedTuple, Optional, Sequence,
+from typing import (Dict, List, NamedTuple, Optional, Sequence,
                     Tuple)
 
 import torch
 import torch.nn as nn
 
-from .masked_benchmark import describe_device, resolve_device
+from .masked_benchmark import describe_device, resolve_device, synchronize
 
 #: Column headers of :func:`format_table` (tests look for them).
 COLUMNS = ('setting', 'tokens at the end', 'GFLOPs', 'GFLOPs / dense',
@@ -219,30 +218,6 @@ def compress_schedule(counts: Sequence[int]) -> str:
 
 
 # -- FLOPs --------------------------------------------------------------------
-@contextmanager
-def traceable_token_counts() -> Iterator[None]:
-    """Let ``TokenKeepFuseViT`` run under ``torch.jit.trace``.
-
-    Under tracing, ``x.shape[1]`` is a 0-d tensor, and
-    ``TokenKeepFuseViT._selection_block`` passes it to ``num_kept``, whose
-    exact ``Fraction`` arithmetic rejects tensors (``TypeError``), so
-    mmengine's FLOP counter cannot trace a selecting model.  Inside this
-    context the backbone's ``num_kept`` receives ``int(num_candidates)``
-    (a no-op for Python ints; token counts are static, so nothing is lost).
-    """
-    from mmtrpts.models.backbones import token_keep_fuse_vit as module
-    original = module.num_kept
-
-    def patched(num_candidates, keep_rate, rounding='floor'):
-        return original(int(num_candidates), keep_rate, rounding)
-
-    module.num_kept = patched
-    try:
-        yield
-    finally:
-        module.num_kept = original
-
-
 def unsupported_ops(model: nn.Module, input_shape: Sequence[int],
                     backbone_only: bool = True) -> Dict[str, int]:
     """Ops mmengine's FLOP counter met but has no handle for.
@@ -272,7 +247,7 @@ def flop_report(model: nn.Module,
         attention matmuls included) and ``unsupported_ops`` (backbone).
     """
     from .flops import count_flops
-    with traceable_token_counts(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # TracerWarnings of the selection
         backbone = count_flops(model, input_shape, backbone_only=True)
         whole = count_flops(model, input_shape, backbone_only=False)
@@ -294,11 +269,6 @@ def timed_and_warmup_runs(runs: int, warmup_fraction: float = 0.25
         raise ValueError(f'no timed run: runs={runs}, warmup_fraction='
                          f'{warmup_fraction}')
     return runs - warmup, warmup
-
-
-def _sync(device: str) -> None:
-    if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize(torch.device(device))
 
 
 def measure_throughput(model: nn.Module, batch: int, img_size: int,
@@ -337,11 +307,11 @@ def measure_throughput(model: nn.Module, batch: int, img_size: int,
     with torch.no_grad():
         for i in range(runs):
             if i == warmup:
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
                 cpu_start = time.process_time()
             model(inputs, mode='tensor')
-        _sync(device)
+        synchronize(device)
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu_start
     return dict(images_per_second=batch * timed / elapsed, seconds=elapsed,
