@@ -50,6 +50,20 @@ _MiB = 2**20
 
 
 # -- model, data, optimizer ---------------------------------------------------
+def add_vit_args(parser, num_classes: int) -> None:
+    """Add the ViT-shape options that :func:`vit_arch` consumes."""
+    parser.add_argument('--arch', default='b',
+                        help='ViT arch of mmpretrain (default: b)')
+    parser.add_argument('--embed-dims', type=int,
+                        help='custom ViT width (with --depth, --heads)')
+    parser.add_argument('--depth', type=int, help='custom number of blocks')
+    parser.add_argument('--heads', type=int, help='custom attention heads')
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--patch', '--patch-size', dest='patch', type=int,
+                        default=16, help='ViT patch size (default: 16)')
+    parser.add_argument('--num-classes', type=int, default=num_classes)
+
+
 def vit_arch(arch: str = 'b', embed_dims: Optional[int] = None,
              depth: Optional[int] = None,
              heads: Optional[int] = None) -> Union[str, dict]:

@@ -26,23 +26,15 @@ from typing import List, Optional
 
 import torch
 
-from mmtrpts.analysis.masked_benchmark import (MODES, describe_device,
+from mmtrpts.analysis.masked_benchmark import (MODES, add_vit_args,
+                                               describe_device,
                                                format_table, resolve_device,
                                                run_mode, vit_arch)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--arch', default='b',
-                        help='ViT arch of mmpretrain (default: b)')
-    parser.add_argument('--embed-dims', type=int,
-                        help='custom ViT width (with --depth, --heads)')
-    parser.add_argument('--depth', type=int, help='custom number of blocks')
-    parser.add_argument('--heads', type=int, help='custom attention heads')
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--patch', '--patch-size', dest='patch', type=int,
-                        default=16, help='ViT patch size (default: 16)')
-    parser.add_argument('--num-classes', type=int, default=100)
+    add_vit_args(parser, num_classes=100)
     parser.add_argument('--batch', type=int, default=8,
                         help='images per training and Fisher batch')
     parser.add_argument('--steps', type=int, default=3,

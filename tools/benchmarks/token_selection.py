@@ -29,7 +29,7 @@ from typing import List, Optional
 
 import torch
 
-from mmtrpts.analysis.masked_benchmark import vit_arch
+from mmtrpts.analysis.masked_benchmark import add_vit_args, vit_arch
 from mmtrpts.analysis.token_benchmark import (compare, default_settings,
                                               format_table, load_average,
                                               unsupported_note)
@@ -37,16 +37,7 @@ from mmtrpts.analysis.token_benchmark import (compare, default_settings,
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--arch', default='b',
-                        help='ViT arch of mmpretrain (default: b)')
-    parser.add_argument('--embed-dims', type=int,
-                        help='custom ViT width (with --depth, --heads)')
-    parser.add_argument('--depth', type=int, help='custom number of blocks')
-    parser.add_argument('--heads', type=int, help='custom attention heads')
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--patch', '--patch-size', dest='patch', type=int,
-                        default=16, help='ViT patch size (default: 16)')
-    parser.add_argument('--num-classes', type=int, default=1000)
+    add_vit_args(parser, num_classes=1000)
     parser.add_argument('--batch', type=int, default=8,
                         help='images per forward (default: 8)')
     parser.add_argument('--runs', type=int, default=20,
