@@ -13,7 +13,7 @@ from mmtrpts.analysis.token_benchmark import (COLUMNS, default_settings,
 BENCH = osp.join(REPO, 'tools', 'benchmarks', 'token_selection.py')
 TINY = [
     '--embed-dims', '64', '--depth', '6', '--heads', '4', '--img-size',
-    '32', '--patch', '4', '--batch', '4', '--runs', '4', '--rounds', '1',
+    '32', '--patch', '4', '--batch', '4', '--runs', '4',
     '--keep-layers', '1,3,5', '--num-classes', '10', '--device', 'cpu'
 ]
 
@@ -81,4 +81,8 @@ def test_cli_tiny_vit_table_and_flops(tmp_path):
     assert (timed, warmup) == (3, 1)
     for res in settings.values():
         assert res['timed_runs'] == timed
-        assert len(res['images_per_second_rounds']) == 1
+        assert len(res['forward_seconds']) == timed
+        assert res['images_per_second'] == 4 / sorted(
+            res['forward_seconds'])[1]
+        assert res['speedup_q1'] <= res['speedup'] <= res['speedup_q3']
+    assert settings['dense']['speedup'] == 1

@@ -3,22 +3,19 @@
 Each setting (a plain MMPretrain ``VisionTransformer`` or a
 ``TokenKeepFuseViT``) is built with the *same* random weights, its FLOPs
 are counted with :func:`mmtrpts.analysis.flops.count_flops` (attention
-matmuls included) and its inference throughput is measured with
-:func:`measure_throughput`, all in one process.  :func:`compare` times the
-settings round-robin -- every round measures every setting once, in an
-order rotated by one per round -- and reports the median images/s per
-setting with its spread, and the speed-up as the median over rounds of
-the ratio to the dense model *in the same round*, so that drifting
-machine load hits all settings alike (a load change between rounds
-cancels; one disturbed round is outvoted by the median).
+matmuls included) and its inference time is measured with
+:func:`interleaved_forward_times`, all in one process: every iteration
+times one forward of every setting (order rotated per iteration), and the
+speed-up is the median over iterations of the ratio to the dense forward
+*of the same iteration*, so that drifting machine load hits all settings
+alike.
 
 Throughput protocol (the one ToMe, Bolya et al. ICLR 2023, describes; re-
 implemented here): the model in eval mode under ``torch.no_grad()``, one
 fixed random batch, ``runs`` forwards of which the first
 ``warmup_fraction`` (25%) are discarded as warm-up, CUDA synchronised
-before the timed window starts and after it ends, images/s = batch *
-timed runs / elapsed.  The *whole* classifier is timed
-(``model(x, mode='tensor')``: backbone, neck and head) -- the head of a
+around each timed forward, images/s = batch / median forward time.  The
+*whole* classifier is timed (``model(x, mode='tensor')``: backbone, neck and head) -- the head of a
 ViT-B is 0.77 MFLOPs, i.e. nothing next to the backbone.
 
 FLOPs are per image, of the backbone (as mmpretrain's ``get_flops.py``);
@@ -33,8 +30,7 @@ import os
 import statistics
 import time
 import warnings
-from typing import (Dict, List, NamedTuple, Optional, Sequence,
-                    Tuple)
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -43,7 +39,7 @@ from .masked_benchmark import describe_device, resolve_device, synchronize
 
 #: Column headers of :func:`format_table` (tests look for them).
 COLUMNS = ('setting', 'tokens at the end', 'GFLOPs', 'GFLOPs / dense',
-           'images/s [min-max]', 'speed-up vs dense [min-max]', 'target')
+           'images/s [min-max]', 'speed-up vs dense [IQR]', 'target')
 
 
 class Setting(NamedTuple):
@@ -271,67 +267,62 @@ def timed_and_warmup_runs(runs: int, warmup_fraction: float = 0.25
     return runs - warmup, warmup
 
 
-def measure_throughput(model: nn.Module, batch: int, img_size: int,
-                       runs: int, warmup_fraction: float = 0.25,
-                       device: str = 'cpu',
-                       inputs: Optional[torch.Tensor] = None) -> dict:
-    """Inference images/s of ``model(x, mode='tensor')`` (ToMe's protocol).
+def interleaved_forward_times(models: Dict[str, nn.Module],
+                              inputs: torch.Tensor, runs: int,
+                              device: str = 'cpu') -> Dict[str, dict]:
+    """Time single forwards of several models, interleaved forward by forward.
 
-    ``runs`` forwards of one fixed batch in eval mode under
-    ``torch.no_grad()``; the first ``int(runs * warmup_fraction)`` are
-    warm-up and not timed; on CUDA the device is synchronised right before
-    the timed window starts and right after it ends.
+    Iteration ``i`` runs ``model(inputs, mode='tensor')`` once for every
+    model, in the order of ``models`` rotated by ``i``, each forward timed
+    on its own (CUDA synchronised before and after).  Neighbouring forwards
+    of different models are then a fraction of a second apart, so a change
+    of machine load hits all models alike -- unlike timing each model for a
+    block of seconds, where load drift between blocks shows up as a speed
+    difference (on a shared 2-core VM that was a 0.78x "slow-down" of a
+    model whose forward *is* the dense one).
 
     Args:
-        model (nn.Module): An mmpretrain classifier on ``device``.
-        batch (int): Images per forward.
-        img_size (int): Square input resolution.
-        runs (int): Forwards in all, warm-up included.
-        warmup_fraction (float): Fraction of ``runs`` discarded.
-        device (str): Device of the model and the batch.
-        inputs (Tensor, optional): The batch to use instead of a random
-            ``[batch, 3, img_size, img_size]`` one.
+        models (dict[str, nn.Module]): Models on ``device``, eval mode.
+        inputs (Tensor): The batch, on ``device``.
+        runs (int): Iterations (forwards per model).
+        device (str): For synchronisation.
 
     Returns:
-        dict: ``images_per_second``, ``seconds`` (timed window),
-        ``timed_runs``, ``warmup_runs`` and ``cpu_utilisation`` (process
-        CPU time / wall time of the window; about the thread count on an
-        idle CPU, lower when the host takes the CPU away).
+        dict: per model name, ``seconds`` (wall time of each forward, in
+        iteration order) and ``cpu_seconds`` (process CPU time of each).
     """
-    timed, warmup = timed_and_warmup_runs(runs, warmup_fraction)
-    if inputs is None:
-        inputs = torch.randn(batch, 3, img_size, img_size)
-    inputs = inputs.to(device)
-    batch = inputs.shape[0]
-    model.eval()
+    names = list(models)
+    times = {name: dict(seconds=[], cpu_seconds=[]) for name in names}
     with torch.no_grad():
         for i in range(runs):
-            if i == warmup:
+            shift = i % len(names)
+            for name in names[shift:] + names[:shift]:
                 synchronize(device)
-                start = time.perf_counter()
                 cpu_start = time.process_time()
-            model(inputs, mode='tensor')
-        synchronize(device)
-        elapsed = time.perf_counter() - start
-        cpu = time.process_time() - cpu_start
-    return dict(images_per_second=batch * timed / elapsed, seconds=elapsed,
-                timed_runs=timed, warmup_runs=warmup,
-                cpu_utilisation=cpu / elapsed)
+                start = time.perf_counter()
+                models[name](inputs, mode='tensor')
+                synchronize(device)
+                times[name]['seconds'].append(time.perf_counter() - start)
+                times[name]['cpu_seconds'].append(time.process_time() -
+                                                  cpu_start)
+    return times
 
 
 # -- comparison ---------------------------------------------------------------
 def compare(settings: Sequence[Setting], arch='b', img_size: int = 224,
-            patch_size: int = 16, batch: int = 8, runs: int = 20,
-            rounds: int = 3, warmup_fraction: float = 0.25,
-            device: str = 'auto', num_classes: int = 1000, seed: int = 0,
-            log=None) -> dict:
+            patch_size: int = 16, batch: int = 8, runs: int = 40,
+            warmup_fraction: float = 0.25, device: str = 'auto',
+            num_classes: int = 1000, seed: int = 0, log=None) -> dict:
     """FLOPs and interleaved throughput of ``settings`` in this process.
 
     All models get the weights of the first setting (the dense reference,
     which must be named ``'dense'``), so the no-selection model must give
-    the dense outputs exactly (``max_abs_diff_vs_dense``).  Round ``r``
-    measures every setting once with :func:`measure_throughput`, starting
-    at setting ``r mod len(settings)``; all rounds use the same batch.
+    the dense outputs exactly (``max_abs_diff_vs_dense``).  The forwards
+    are timed with :func:`interleaved_forward_times`; the first
+    ``int(runs * warmup_fraction)`` iterations are warm-up.  Per setting,
+    images/s = batch / median forward time, and the speed-up is the median
+    over the timed iterations of (dense forward time / this setting's
+    forward time) *of the same iteration*, with its interquartile range.
 
     Args:
         settings (Sequence[Setting]): The models, dense first.
@@ -339,8 +330,7 @@ def compare(settings: Sequence[Setting], arch='b', img_size: int = 224,
         img_size (int): Input resolution.
         patch_size (int): ViT patch size.
         batch (int): Images per forward.
-        runs (int): Forwards per measurement (25% warm-up).
-        rounds (int): Round-robin rounds.
+        runs (int): Forwards per setting, warm-up included.
         warmup_fraction (float): Discarded fraction of ``runs``.
         device (str): ``'auto'``, ``'cpu'`` or ``'cuda'``.
         num_classes (int): Classes of the head.
@@ -348,15 +338,12 @@ def compare(settings: Sequence[Setting], arch='b', img_size: int = 224,
         log (callable, optional): Progress messages (e.g. ``print``).
 
     Returns:
-        dict: ``settings`` (per name: FLOPs, token schedule, images/s per
-        round, median/min/max, ``flops_ratio`` and ``speedup``: the median
-        of the per-round ``speedup_rounds``, each this setting's images/s
-        over the dense images/s of the same round) and the set-up.
+        dict: ``settings`` (per name: FLOPs, token schedule, forward
+        seconds, ``images_per_second`` with its min/max, ``flops_ratio``,
+        ``speedup`` with ``speedup_q1``/``speedup_q3``) and the set-up.
     """
     if not settings or settings[0].name != 'dense':
         raise ValueError("the first setting must be the 'dense' reference")
-    if rounds < 1:
-        raise ValueError(f'rounds must be >= 1, got {rounds}')
     timed, warmup = timed_and_warmup_runs(runs, warmup_fraction)
     log = log or (lambda message: None)
     device = resolve_device(device)
@@ -386,50 +373,39 @@ def compare(settings: Sequence[Setting], arch='b', img_size: int = 224,
             token_schedule=compress_schedule(counts),
             max_abs_diff_vs_dense=float(
                 (out - reference_out).abs().max()),
-            images_per_second_rounds=[], cpu_utilisation_rounds=[],
             min_speedup_target=setting.min_speedup,
             flops_ratio_target=setting.flops_ratio, **flops)
         log(f'built {setting.name}: {flops["backbone_flops"] / 1e9:.4f} '
             f'GFLOPs, tokens {results[setting.name]["token_schedule"]}')
 
-    names = [s.name for s in settings]
-    orders = []
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        orders.append(order)
-        for name in order:
-            m = measure_throughput(models[name], batch, img_size, runs,
-                                   warmup_fraction, device, inputs)
-            results[name]['images_per_second_rounds'].append(
-                m['images_per_second'])
-            results[name]['cpu_utilisation_rounds'].append(
-                m['cpu_utilisation'])
-            log(f'round {r + 1}/{rounds} {name}: '
-                f'{m["images_per_second"]:.3f} images/s')
-
-    dense = results['dense']
-    for name in names:
-        res = results[name]
-        ips = res['images_per_second_rounds']
-        paired = [a / b for a, b in
-                  zip(ips, dense['images_per_second_rounds'])]
+    log(f'timing {runs} interleaved forwards per setting ...')
+    times = interleaved_forward_times(models, inputs, runs, device)
+    dense = times['dense']['seconds'][warmup:]
+    for name, res in results.items():
+        seconds = times[name]['seconds'][warmup:]
+        cpu = times[name]['cpu_seconds'][warmup:]
+        paired = [d / t for d, t in zip(dense, seconds)]
+        q1, _, q3 = statistics.quantiles(paired, n=4, method='inclusive') \
+            if len(paired) > 1 else (paired[0],) * 3
         res.update(
-            timed_runs=timed, warmup_runs=warmup,
-            images_per_second=statistics.median(ips),
-            images_per_second_min=min(ips), images_per_second_max=max(ips),
-            flops_ratio=res['backbone_flops'] / dense['backbone_flops'],
-            model_flops_ratio=res['model_flops'] / dense['model_flops'],
-            speedup_rounds=paired, speedup_min=min(paired),
-            speedup_max=max(paired))
-        res['speedup'] = statistics.median(paired)
-        res['speedup_of_medians'] = (res['images_per_second'] /
-                                     dense['images_per_second'])
+            timed_runs=timed, warmup_runs=warmup, forward_seconds=seconds,
+            images_per_second=batch / statistics.median(seconds),
+            images_per_second_min=batch / max(seconds),
+            images_per_second_max=batch / min(seconds),
+            cpu_utilisation=sum(cpu) / sum(seconds),
+            flops_ratio=(res['backbone_flops'] /
+                         results['dense']['backbone_flops']),
+            model_flops_ratio=(res['model_flops'] /
+                               results['dense']['model_flops']),
+            speedup=statistics.median(paired), speedup_q1=q1,
+            speedup_q3=q3)
+        log(f'{name}: {res["images_per_second"]:.3f} images/s, '
+            f'x{res["speedup"]:.3f} vs dense')
     return dict(device=device, device_name=describe_device(device),
                 torch=torch.__version__, threads=torch.get_num_threads(),
                 arch=arch, img_size=img_size, patch_size=patch_size,
-                batch=batch, runs=runs, rounds=rounds,
-                warmup_fraction=warmup_fraction, num_classes=num_classes,
-                seed=seed, order=orders, settings=results)
+                batch=batch, runs=runs, warmup_fraction=warmup_fraction,
+                num_classes=num_classes, seed=seed, settings=results)
 
 
 # -- report -------------------------------------------------------------------
@@ -443,8 +419,8 @@ def _target_text(res: dict) -> str:
         goal = res['min_speedup_target']
         met = res['speedup'] >= goal
         parts.append(f'x>={goal:.2f}: {"met" if met else "MISSED"}')
-    return '; '.join(parts) or ('reference' if res['speedup_min'] ==
-                                res['speedup_max'] == 1 and
+    return '; '.join(parts) or ('reference' if res['speedup_q1'] ==
+                                res['speedup_q3'] == 1 and
                                 res['flops_ratio'] == 1 else '-')
 
 
@@ -452,8 +428,9 @@ def format_table(results: dict) -> str:
     """One fixed-width table of :func:`compare`'s results.
 
     Columns: setting | tokens at the end (and the schedule) | GFLOPs |
-    GFLOPs / dense | median images/s [min-max over rounds] | speed-up vs
-    dense (median [min-max] of the per-round ratios) | target
+    GFLOPs / dense | images/s of the median forward [slowest-fastest
+    forward] | speed-up vs dense (median [interquartile range] of the
+    per-iteration ratios) | target
     (printed only; ``met``/``MISSED`` is informative, nothing is
     asserted).
     """
@@ -467,8 +444,8 @@ def format_table(results: dict) -> str:
             f'{res["images_per_second"]:.3f} '
             f'[{res["images_per_second_min"]:.3f}-'
             f'{res["images_per_second_max"]:.3f}]',
-            f'{res["speedup"]:.3f} [{res["speedup_min"]:.3f}-'
-            f'{res["speedup_max"]:.3f}]',
+            f'{res["speedup"]:.3f} [{res["speedup_q1"]:.3f}-'
+            f'{res["speedup_q3"]:.3f}]',
             _target_text(res)))
     widths = [max(len(r[i]) for r in rows + [COLUMNS])
               for i in range(len(COLUMNS))]

@@ -7,17 +7,18 @@ EViT fusion (Sparse-Tuning / EViT); rho = 0.7 with floor rounding; rho =
 0.95 with floor rounding.  Per setting: backbone GFLOPs per image
 (attention matmuls included) and inference images/s of the whole
 classifier (ToMe's protocol: eval, no_grad, fixed batch, first 25% of
-``--runs`` discarded), timed round-robin over ``--rounds`` rounds; the table
-shows medians, the spread over rounds and ratios to the dense model (the
-speed-up is the median of the per-round ratios).  The
-issue's targets are printed next to the numbers, never asserted.
+``--runs`` discarded), timed forward by forward with the settings
+interleaved (every iteration runs each setting once, order rotated); the
+speed-up is the median over iterations of the dense forward time over
+this setting's forward time in the same iteration.  The issue's targets
+are printed next to the numbers, never asserted.
 
 Example:
     python tools/benchmarks/token_selection.py --arch b --img-size 224 \\
-        --batch 8 --runs 20 --rounds 3 --out results.json
+        --batch 8 --runs 40 --out results.json
     # a tiny ViT, in seconds
     python tools/benchmarks/token_selection.py --embed-dims 64 --depth 6 \\
-        --heads 4 --img-size 32 --patch 4 --batch 4 --runs 4 --rounds 1 \\
+        --heads 4 --img-size 32 --patch 4 --batch 4 --runs 8 \\
         --keep-layers 1,3,5
 """
 import argparse
@@ -40,12 +41,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add_vit_args(parser, num_classes=1000)
     parser.add_argument('--batch', type=int, default=8,
                         help='images per forward (default: 8)')
-    parser.add_argument('--runs', type=int, default=20,
-                        help='forwards per measurement, the first 25%% '
-                        'are warm-up (default: 20)')
-    parser.add_argument('--rounds', type=int, default=3,
-                        help='round-robin rounds over the settings; the '
-                        'median is reported (default: 3)')
+    parser.add_argument('--runs', type=int, default=40,
+                        help='forwards per setting, interleaved; the '
+                        'first 25%% are warm-up (default: 40)')
     parser.add_argument('--warmup-fraction', type=float, default=0.25)
     parser.add_argument('--keep-layers', default='3,6,9',
                         help='0-based selection blocks (default: 3,6,9)')
@@ -66,8 +64,8 @@ def _model_line(results: dict, keep_layers: List[int]) -> str:
             f'{results["img_size"]} px, {results["num_classes"]} classes, '
             f'random weights shared by all settings; selection blocks '
             f'{keep_layers}; batch {results["batch"]}; {results["runs"]} '
-            f'runs per measurement ({results["runs"] - timed} warm-up, '
-            f'{timed} timed) x {results["rounds"]} round-robin rounds')
+            f'forwards per setting ({results["runs"] - timed} warm-up, '
+            f'{timed} timed), interleaved')
 
 
 def report(results: dict, command: str, wall: float, load_before,
@@ -76,15 +74,15 @@ def report(results: dict, command: str, wall: float, load_before,
     import mmengine
     import mmpretrain
     settings = results['settings']
-    cpu = [u for res in settings.values()
-           for u in res['cpu_utilisation_rounds']]
+    cpu = [res['cpu_utilisation'] for res in settings.values()]
     notes = [
         'timed: the whole classifier, model(x, mode="tensor") (backbone + '
-        'head), eval + torch.no_grad(), one fixed batch, CUDA synchronised '
-        'around the timed window; images/s = median over rounds '
-        '[min-max]; speed-up = median [min-max] over rounds of images/s '
-        '/ dense images/s of the same round; round r starts at setting r '
-        '(rotated order)',
+        'head), eval + torch.no_grad(), one fixed batch, each forward '
+        'timed on its own (CUDA synchronised around it); iteration i runs '
+        'every setting once, in rotated order; images/s = '
+        'batch / median forward time [slowest-fastest forward]; speed-up '
+        '= median [interquartile range] over iterations of dense forward '
+        'time / this forward time, same iteration',
         unsupported_note(results),
         'no selection vs dense: max |output difference| = '
         f'{settings["no_selection"]["max_abs_diff_vs_dense"]:.3g}; '
@@ -92,7 +90,7 @@ def report(results: dict, command: str, wall: float, load_before,
         'rho=0.7 ceil: GFLOPs / dense about 0.66 and speed-up >= 1.35 -- '
         'printed, not asserted',
         f'load average (1/5/15 min) before {load_before}, after '
-        f'{load_after}; process CPU time / wall time of the timed windows '
+        f'{load_after}; process CPU time / wall time of the timed forwards '
         f'{min(cpu):.2f}-{max(cpu):.2f} ({results["threads"]} torch '
         'threads; well below the thread count means the host took CPU '
         'away)',
@@ -119,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     start = time.perf_counter()
     results = compare(default_settings(keep_layers), arch=arch,
                       img_size=args.img_size, patch_size=args.patch,
-                      batch=args.batch, runs=args.runs, rounds=args.rounds,
+                      batch=args.batch, runs=args.runs,
                       warmup_fraction=args.warmup_fraction,
                       device=args.device, num_classes=args.num_classes,
                       seed=args.seed,
