@@ -2,10 +2,14 @@
 
 Generates the mini-benchmark, pre-trains the tiny ViT (both cached under
 ``.cache/embedded``), fine-tunes every method on every generated task and
-prints the results table.
+prints the results table; when the TR-PTS parameters + tokens row ran, it
+also draws the kept/fused patches of four test images of the first task
+with ``tools/visualize_tokens.py`` (``work_dirs/demo/tokens.png``).
 """
 import argparse
 import os.path as osp
+import subprocess
+import sys
 import time
 
 import mmtrpts  # noqa: F401
@@ -26,6 +30,7 @@ METHODS = {
 # `counting` and `texture` are generated too but left out by default to keep
 # the demo under 5 minutes on a 2-core CPU; add them with --tasks.
 DEFAULT_TASKS = ('location', 'orientation')
+TOKENS_METHOD = 'TR-PTS (params + tokens)'
 
 
 def parse_args():
@@ -46,6 +51,28 @@ def parse_args():
     return parser.parse_args()
 
 
+def draw_kept_tokens(run_dir: str, task_root: str, out: str,
+                     num_images: int = 4) -> None:
+    """``tools/visualize_tokens.py`` on the first test images of a run.
+
+    Args:
+        run_dir (str): Work dir of a finished token-selection run (its
+            dumped config and ``last_checkpoint``).
+        task_root (str): The task's folder of the generated benchmark.
+        out (str): The PNG to write.
+        num_images (int): Test images drawn (one row each).
+    """
+    with open(osp.join(run_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    with open(osp.join(task_root, 'test.txt')) as f:
+        images = [osp.join(task_root, line.split()[0])
+                  for line, _ in zip(f, range(num_images))]
+    config = osp.join(run_dir, osp.basename(METHODS[TOKENS_METHOD]))
+    subprocess.run([sys.executable, osp.join(ROOT, 'tools',
+                                             'visualize_tokens.py'),
+                    config, checkpoint, *images, '--out', out], check=True)
+
+
 def main():
     args = parse_args()
     methods = {name: METHODS[name] for name in (args.methods or METHODS)}
@@ -61,6 +88,12 @@ def main():
     print(f'\nmmtrpts demo on the generated mini-benchmark '
           f'(top-1 % on the test split, {time.time() - start:.0f} s):\n')
     print(table)
+    if TOKENS_METHOD in methods:
+        task = args.tasks[0]
+        draw_kept_tokens(
+            osp.join(args.work_dir, TOKENS_METHOD.replace(' ', '-'), task),
+            osp.join(args.cache_dir, 'mini-vtab', task),
+            osp.join(args.work_dir, 'tokens.png'))
 
 
 if __name__ == '__main__':
