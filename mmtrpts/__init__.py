@@ -1,8 +1,9 @@
 """mmtrpts: task-relevant parameter and token selection for MMPretrain.
 
 Importing the package applies the host-stack fixes (``mmtrpts.compat``),
-checks the supported mmpretrain/mmengine/mmcv versions and registers all
-components into MMPretrain's registries.  Configs load it with::
+checks the supported mmpretrain/mmengine/mmcv versions, registers all
+components into MMPretrain's registries and the model zoo
+(``model-index.yml``) with ``mmpretrain.get_model``.  Configs load it with::
 
     custom_imports = dict(imports=['mmtrpts'], allow_failed_imports=False)
 """
@@ -13,5 +14,8 @@ from .version import __version__
 check_stack()
 
 from . import datasets, engine, models  # noqa: E402,F401
+from .apis import register_model_zoo  # noqa: E402
+
+register_model_zoo()
 
 __all__ = ['__version__']
