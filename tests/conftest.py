@@ -3,11 +3,12 @@ import os
 import os.path as osp
 import subprocess
 import sys
-from typing import List
+from typing import Dict, List
 
 import pytest
 
 import mmtrpts  # noqa: F401  (stack fixes before any mmpretrain import)
+from benchmark_data import write_benchmark_trees
 from mmengine.registry import init_default_scope
 
 from mmtrpts.embedded.benchmark import write_benchmark
@@ -26,6 +27,13 @@ def mini_vtab(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp('mini-vtab'))
     write_benchmark(root, tasks=('texture', 'location'), sizes=SMALL_SIZES)
     return root
+
+
+@pytest.fixture(scope='session')
+def benchmark_roots(tmp_path_factory) -> Dict[str, str]:
+    """Generated VTAB-1k and FGVC trees for all 24 data sets (see
+    ``benchmark_data.write_benchmark_trees``)."""
+    return write_benchmark_trees(str(tmp_path_factory.mktemp('benchmarks')))
 
 
 def write_tiny_config(path: str, data_root: str, task: str = 'texture',

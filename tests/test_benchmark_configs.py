@@ -3,23 +3,19 @@
 Every ``configs/trpts/*.py`` is checked against the task tables, its real
 model (ViT-B/16 + keep/fuse) and dataset classes are built, and it trains
 2 iterations, evaluates and tests on generated data in the real VTAB-1k /
-FGVC layouts, with the shared tiny overrides of :data:`TINY` (DeiT-tiny's
-arch with 32 px patches at the configs' 224 px, 4 training and 2 test
-images).
+FGVC layouts, with the shared tiny overrides of ``benchmark_data.TINY``
+(DeiT-tiny's arch with 32 px patches at the configs' 224 px, 4 training
+and 2 test images) plus :data:`TINY_TRPTS`.
 """
 import glob
-import json
-import os
 import os.path as osp
-from typing import Dict
 
-import numpy as np
 import pytest
+from benchmark_data import tiny_smoke_options
 from conftest import PYTHON, REPO, assert_ok, run_tool
 from mmengine.config import Config
 from mmengine.runner import Runner
 from mmpretrain.registry import DATASETS, MODELS
-from PIL import Image
 
 from mmtrpts.datasets.fgvc_meta import FGVC_DATASETS
 from mmtrpts.datasets.vtab_tasks import VTAB_TASKS, resolve_task
@@ -31,94 +27,14 @@ FGVC_CONFIGS = [osp.join(CONFIG_DIR, f'vit-b_{name}.py')
 ALL_CONFIGS = VTAB_CONFIGS + FGVC_CONFIGS
 DIST_TRAIN = osp.join(REPO, 'tools', 'dist_train.sh')
 
-#: The shared tiny overrides (``--cfg-options`` keys) of every smoke run;
-#: data roots and the work dir are added per run.
-TINY = {
-    # mmpretrain's smallest ViT arch (192 dims, 12 layers), 49 patches.
-    'model.backbone.arch': 'deit-tiny',
-    'model.backbone.patch_size': 32,
-    'model.backbone.init_cfg': None,
-    'model.head.in_channels': 192,
+#: TR-PTS hook overrides on top of the shared tiny model/data overrides.
+TINY_TRPTS = {
     # The benchmark budgets (0.34% / 0.60%) are below what a tiny ViT's
     # biases and head already take: an explicit M keeps the TR-PTS rule.
     'custom_hooks.0.target_ratio': None,
     'custom_hooks.0.m_percent': 5.0,
     'custom_hooks.0.batch_size': 4,
-    'train_dataloader.batch_size': 2,
-    'train_dataloader.dataset.indices': 4,
-    'train_cfg.max_epochs': 1,
-    'train_cfg.val_interval': 1,
-    'default_hooks.logger.interval': 1,
 }
-for _loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-    TINY[f'{_loader}.num_workers'] = 0
-    TINY[f'{_loader}.persistent_workers'] = False
-for _loader in ('val_dataloader', 'test_dataloader'):
-    TINY[f'{_loader}.batch_size'] = 2
-    TINY[f'{_loader}.dataset.indices'] = 2
-
-
-def _write_jpeg(path: str) -> None:
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
-        path, format='JPEG')
-
-
-def _write_vtab(root: str, image: bytes) -> None:
-    """Every VTAB-1k task: 6 training and 4 test images in the real layout."""
-    for info in VTAB_TASKS.values():
-        task_dir = osp.join(root, info.folder)
-        splits = {'train800': 4, 'val200': 2, 'test': 4}
-        for split, count in splits.items():
-            os.makedirs(osp.join(task_dir, 'images', split), exist_ok=True)
-            lines = []
-            for i in range(count):
-                rel = f'images/{split}/{i:06d}.jpg'
-                with open(osp.join(task_dir, rel), 'wb') as f:
-                    f.write(image)
-                lines.append(f'{rel} {i % info.num_classes}')
-            with open(osp.join(task_dir, f'{split}.txt'), 'w') as f:
-                f.write('\n'.join(lines) + '\n')
-        with open(osp.join(task_dir, 'train800val200.txt'), 'w') as f:
-            for split in ('train800', 'val200'):
-                with open(osp.join(task_dir, f'{split}.txt')) as src:
-                    f.write(src.read())
-
-
-def _write_fgvc(root: str, image: bytes) -> None:
-    """Every FGVC data set (GPS folder names and image sub-folders): one
-    training image per class (the label map needs all of them), 2 val and
-    3 test images; class ids are 1-based and non-contiguous as in VPT's."""
-    for info in FGVC_DATASETS.values():
-        image_dir = osp.join(root, info.gps_folder, info.image_subfolder)
-        os.makedirs(image_dir, exist_ok=True)
-        ids = [3 * c + 1 for c in range(info.num_classes)]
-        splits = {
-            'train': {f'train_{c}.jpg': cid for c, cid in enumerate(ids)},
-            'val': {f'val_{i}.jpg': ids[i] for i in range(2)},
-            'test': {f'test_{i}.jpg': ids[i] for i in range(3)},
-        }
-        for split, entries in splits.items():
-            for rel in entries:
-                with open(osp.join(image_dir, rel), 'wb') as f:
-                    f.write(image)
-            with open(osp.join(root, info.gps_folder, f'{split}.json'),
-                      'w') as f:
-                json.dump(entries, f)
-
-
-@pytest.fixture(scope='module')
-def benchmark_roots(tmp_path_factory) -> Dict[str, str]:
-    """Generated VTAB-1k and FGVC trees for all 24 data sets."""
-    base = tmp_path_factory.mktemp('benchmarks')
-    sample = str(base / 'sample.jpg')
-    _write_jpeg(sample)
-    with open(sample, 'rb') as f:
-        image = f.read()
-    roots = dict(VTAB1k=str(base / 'vtab-1k'), FGVC=str(base / 'fgvc'))
-    _write_vtab(roots['VTAB1k'], image)
-    _write_fgvc(roots['FGVC'], image)
-    return roots
 
 
 def _expected(dataset: dict):
@@ -185,11 +101,9 @@ def test_config_parses_and_builds(config, benchmark_roots):
 def test_config_smoke_run_trains_and_evaluates(config, benchmark_roots,
                                                tmp_path):
     cfg = Config.fromfile(config)
-    options = dict(TINY, work_dir=str(tmp_path))
-    root = benchmark_roots[cfg.train_dataloader.dataset.type]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options[f'{loader}.dataset.data_root'] = root
-    cfg.merge_from_dict(options)
+    options = tiny_smoke_options(cfg.train_dataloader.dataset.type,
+                                 benchmark_roots, str(tmp_path))
+    cfg.merge_from_dict(dict(options, **TINY_TRPTS))
     cfg.log_level = 'WARNING'
     runner = Runner.from_cfg(cfg)
     runner.train()
@@ -205,11 +119,11 @@ def test_config_smoke_run_trains_and_evaluates(config, benchmark_roots,
 
 def test_dist_train_cub_two_cpu_ranks(benchmark_roots, tmp_path):
     """``tools/dist_train.sh configs/trpts/vit-b_cub.py 2`` on CPU (gloo)."""
-    options = dict(TINY)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        options[f'{loader}.dataset.data_root'] = benchmark_roots['FGVC']
-    cfg_options = [f'{k}={v}' for k, v in options.items()]
     work = str(tmp_path / 'work')
+    options = tiny_smoke_options('FGVC', benchmark_roots, work)
+    del options['work_dir']  # given with --work-dir
+    cfg_options = [f'{k}={v}'
+                   for k, v in dict(options, **TINY_TRPTS).items()]
     proc = run_tool(['bash', DIST_TRAIN, osp.join(CONFIG_DIR, 'vit-b_cub.py'),
                      '2', '--work-dir', work, '--cfg-options', *cfg_options],
                     env_extra=dict(PORT='29531', PYTHON=PYTHON), timeout=300)
