@@ -1,0 +1,32 @@
+# GPS (CVPR 2024) selection rule as a baseline on FGVC, ViT-B/16 IN-21k, in
+# the "harmonised" setting of GPS.md §5 (see gps_vit-b_vtab1k.py): the
+# TR-PTS FGVC recipe (trpts_vit-b_fgvc.py: GPS's augmentation, Mixup 0.8 /
+# CutMix 1.0, label smoothing 0.1) without token selection, and GPS's
+# uniform K connections per neuron on the TR-PTS Fisher scores.
+_base_ = [
+    '../default_runtime.py',
+    '../datasets/fgvc.py',
+    '../models/vit-b16_in21k.py',
+    '../schedules/trpts_adam_cosine.py',
+]
+
+model = dict(
+    head=dict(
+        loss=dict(
+            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
+    train_cfg=dict(augments=[
+        dict(type='Mixup', alpha=0.8),
+        dict(type='CutMix', alpha=1.0),
+    ]))
+
+custom_hooks = [
+    dict(
+        type='FisherSelectionHook',
+        rule='gps',
+        k=1,
+        batch_size=32,
+        pipeline='test',
+        head='random'),
+]
+
+default_hooks = dict(logger=dict(interval=50))
