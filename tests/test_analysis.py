@@ -1,7 +1,11 @@
 """FLOPs with attention counted, and parameter accounting."""
+import os.path as osp
+
 import torch
 import torch.nn.functional as F
+from conftest import PYTHON, REPO, assert_ok, run_tool
 from mmengine.analysis import FlopAnalyzer
+from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
 from mmtrpts.analysis import count_flops, count_parameters, sdpa_flop_jit
@@ -54,3 +58,22 @@ def test_count_parameters_with_frozen_backbone():
     assert counts['total'] == counts['backbone_total'] + counts['head']
     backbone = sum(p.numel() for p in model.backbone.parameters())
     assert counts['backbone_total'] == backbone
+
+
+def test_get_flops_cli_prints_counts_of_the_built_model():
+    config = osp.join(REPO, 'configs', 'embedded',
+                      'vit-tiny_trpts_mini-vtab.py')
+    proc = run_tool([PYTHON, osp.join(REPO, 'tools', 'analysis_tools',
+                                      'get_flops.py'), config,
+                     '--cfg-options', 'model.backbone.keep_layers=(1,3)'])
+    assert_ok(proc)
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.keep_layers = (1, 3)
+    model = MODELS.build(cfg.model).eval()
+    size = cfg.model.backbone.img_size
+    flops = count_flops(model, (3, size, size), backbone_only=True)
+    params = count_parameters(model)
+    assert f'input: 3 x {size} x {size}' in proc.stdout
+    assert f'backbone FLOPs: {flops / 1e9:.4f} G' in proc.stdout
+    assert f'total {params["total"]:,}, trainable' in proc.stdout
+    assert f'head {params["head"]:,},' in proc.stdout
