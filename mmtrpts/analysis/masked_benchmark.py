@@ -182,16 +182,21 @@ class TimedLoader:
 
 
 def build_wrapper(model: nn.Module, mode: str, lr: float = 1e-3,
-                  weight_decay: float = 0.05):
-    """The optimizer wrapper of ``mode`` (AdamW)."""
+                  weight_decay: float = 0.05, amp: bool = False):
+    """The optimizer wrapper of ``mode`` (AdamW).
+
+    With ``amp`` an ``AmpOptimWrapper`` (fp16 autocast and loss scaling;
+    CUDA only), masked for ``'trpts'``.
+    """
     from mmengine.optim import build_optim_wrapper
-    optimizer = dict(type='AdamW', lr=lr, weight_decay=weight_decay)
+    cfg = dict(type='AmpOptimWrapper' if amp else 'OptimWrapper',
+               optimizer=dict(type='AdamW', lr=lr,
+                              weight_decay=weight_decay))
     if mode == 'full':
-        return build_optim_wrapper(model, dict(optimizer=optimizer))
+        return build_optim_wrapper(model, cfg)
     if mode == 'trpts':
         return build_optim_wrapper(
-            model, dict(constructor='FisherMaskOptimWrapperConstructor',
-                        optimizer=optimizer))
+            model, dict(cfg, constructor='FisherMaskOptimWrapperConstructor'))
     raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
 
 

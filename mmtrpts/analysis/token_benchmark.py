@@ -30,7 +30,9 @@ import os
 import statistics
 import time
 import warnings
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from functools import partial
+from typing import (Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 import torch
 import torch.nn as nn
@@ -267,19 +269,51 @@ def timed_and_warmup_runs(runs: int, warmup_fraction: float = 0.25
     return runs - warmup, warmup
 
 
+def interleaved_times(calls: Dict[str, Callable[[], object]], runs: int,
+                      device: str = 'cpu') -> Dict[str, dict]:
+    """Time single calls of several functions, interleaved call by call.
+
+    Iteration ``i`` runs every call once, in the order of ``calls`` rotated
+    by ``i``, each call timed on its own (CUDA synchronised before and
+    after).  Neighbouring calls of different functions are then a fraction
+    of a second apart, so a change of machine load hits all of them alike
+    -- unlike timing each function for a block of seconds, where load drift
+    between blocks shows up as a speed difference (on a shared 2-core VM
+    that was a 0.78x "slow-down" of a model whose forward *is* the dense
+    one).
+
+    Args:
+        calls (dict[str, callable]): Functions without arguments.
+        runs (int): Iterations (calls per function).
+        device (str): For synchronisation.
+
+    Returns:
+        dict: per name, ``seconds`` (wall time of each call, in iteration
+        order) and ``cpu_seconds`` (process CPU time of each).
+    """
+    names = list(calls)
+    times = {name: dict(seconds=[], cpu_seconds=[]) for name in names}
+    for i in range(runs):
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            synchronize(device)
+            cpu_start = time.process_time()
+            start = time.perf_counter()
+            calls[name]()
+            synchronize(device)
+            times[name]['seconds'].append(time.perf_counter() - start)
+            times[name]['cpu_seconds'].append(time.process_time() -
+                                              cpu_start)
+    return times
+
+
 def interleaved_forward_times(models: Dict[str, nn.Module],
                               inputs: torch.Tensor, runs: int,
                               device: str = 'cpu') -> Dict[str, dict]:
     """Time single forwards of several models, interleaved forward by forward.
 
-    Iteration ``i`` runs ``model(inputs, mode='tensor')`` once for every
-    model, in the order of ``models`` rotated by ``i``, each forward timed
-    on its own (CUDA synchronised before and after).  Neighbouring forwards
-    of different models are then a fraction of a second apart, so a change
-    of machine load hits all models alike -- unlike timing each model for a
-    block of seconds, where load drift between blocks shows up as a speed
-    difference (on a shared 2-core VM that was a 0.78x "slow-down" of a
-    model whose forward *is* the dense one).
+    :func:`interleaved_times` of ``model(inputs, mode='tensor')`` per model,
+    under ``torch.no_grad()``.
 
     Args:
         models (dict[str, nn.Module]): Models on ``device``, eval mode.
@@ -291,21 +325,10 @@ def interleaved_forward_times(models: Dict[str, nn.Module],
         dict: per model name, ``seconds`` (wall time of each forward, in
         iteration order) and ``cpu_seconds`` (process CPU time of each).
     """
-    names = list(models)
-    times = {name: dict(seconds=[], cpu_seconds=[]) for name in names}
+    calls = {name: partial(model, inputs, mode='tensor')
+             for name, model in models.items()}
     with torch.no_grad():
-        for i in range(runs):
-            shift = i % len(names)
-            for name in names[shift:] + names[:shift]:
-                synchronize(device)
-                cpu_start = time.process_time()
-                start = time.perf_counter()
-                models[name](inputs, mode='tensor')
-                synchronize(device)
-                times[name]['seconds'].append(time.perf_counter() - start)
-                times[name]['cpu_seconds'].append(time.process_time() -
-                                                  cpu_start)
-    return times
+        return interleaved_times(calls, runs, device)
 
 
 # -- comparison ---------------------------------------------------------------
