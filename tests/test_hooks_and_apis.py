@@ -1,12 +1,15 @@
-"""ClassCountCheckHook and the config helpers behind the tools."""
+"""ClassCountCheckHook, TrainableParamsHook and the tools' config helpers."""
 from types import SimpleNamespace
 
 import pytest
+import torch
 from mmengine.config import Config
+from mmengine.logging import MessageHub
 
 from mmtrpts.apis import (apply_loader_flags, apply_train_flags,
                           resolve_work_dir, set_task)
-from mmtrpts.engine.hooks import ClassCountCheckHook
+from mmtrpts.engine.hooks import ClassCountCheckHook, TrainableParamsHook
+from mmtrpts.engine.hooks import trainable_params_hook
 
 
 def _runner(num_dataset_classes, head_classes, preprocessor_classes=None):
@@ -103,3 +106,21 @@ def test_loader_flags_and_work_dir():
     assert cfg.work_dir == './work_dirs/vit-b_cub'
     resolve_work_dir(cfg, 'configs/trpts/vit-b_cub.py', '/tmp/w')
     assert cfg.work_dir == '/tmp/w'
+
+
+def test_trainable_params_hook_counts_requires_grad_once(monkeypatch):
+    lines = []
+    monkeypatch.setattr(trainable_params_hook, 'print_log',
+                        lambda msg, logger=None: lines.append(msg))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    model[0].requires_grad_(False)
+    hub = MessageHub.get_instance('test_trainable_params_hook')
+    runner = SimpleNamespace(model=model, message_hub=hub)
+    TrainableParamsHook().before_train(runner)
+    assert hub.get_info('trainable_params') == 8
+    assert lines == ['Trainable parameters: 8 / 23 (34.783% of the model; '
+                     'all parameters with requires_grad)']
+    # A selection method already logged its own count: stay silent.
+    hub.update_info('trainable_params', 5)
+    TrainableParamsHook().before_train(runner)
+    assert len(lines) == 1 and hub.get_info('trainable_params') == 5

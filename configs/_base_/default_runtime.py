@@ -16,6 +16,9 @@ default_hooks = dict(
     # the head's num_classes disagree.  A default hook (not a custom one)
     # so that method bases may define custom_hooks.
     class_count_check=dict(type='ClassCountCheckHook'),
+    # One 'Trainable parameters: a / b (x%)' line for every method (the
+    # selection methods log their own count first).
+    trainable_params=dict(type='TrainableParamsHook'),
 )
 
 env_cfg = dict(

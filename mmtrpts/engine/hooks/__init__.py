@@ -1,4 +1,7 @@
 from .class_count_check_hook import ClassCountCheckHook
 from .fisher_selection_hook import FisherSelectionHook
+from .trainable_params_hook import TrainableParamsHook
 
-__all__ = ['ClassCountCheckHook', 'FisherSelectionHook']
+__all__ = [
+    'ClassCountCheckHook', 'FisherSelectionHook', 'TrainableParamsHook'
+]
