@@ -118,6 +118,22 @@ class TokenKeepFuseViT(VisionTransformer):
         if self.out_type == 'featmap':
             raise ValueError("out_type='featmap' cannot be formed after "
                              'token selection')
+        x, weights, assignment = self._embed(x)
+        outs = []
+        mask = self.keep_layer_mask.tolist()
+        for i, layer in enumerate(self.layers):
+            if mask[i]:
+                x, weights, assignment, _ = self._attend_and_select(
+                    i, layer, x, weights, assignment)
+                x = layer.ffn(layer.ln2(x), identity=x)
+            else:
+                x = layer(x)
+            x = self._finish_block(i, x, weights, outs)
+        return tuple(outs)
+
+    def _embed(self, x):
+        """Patch embedding, [CLS], positions and pre-norm, plus the token
+        bookkeeping: ``(x, weights, assignment)``."""
         batch = x.shape[0]
         x, patch_resolution = self.patch_embed(x)
         x = torch.cat((self.cls_token.expand(batch, -1, -1), x), dim=1)
@@ -136,41 +152,42 @@ class TokenKeepFuseViT(VisionTransformer):
         if self.record_tokens:
             assignment = torch.arange(
                 num_extra, x.shape[1], device=x.device).expand(batch, -1)
-        outs = []
-        mask = self.keep_layer_mask.tolist()
-        for i, layer in enumerate(self.layers):
-            if mask[i]:
-                x, weights, assignment = self._selection_block(
-                    i, layer, x, weights, assignment)
-            else:
-                x = layer(x)
-            if i == len(self.layers) - 1 and self.final_norm:
-                x = self.ln1(x)
-            if i in self.out_indices:
-                outs.append(self._format_reduced(x, weights))
-        return tuple(outs)
+        return x, weights, assignment
 
-    def _selection_block(self, index, layer, x, weights, assignment):
+    def _attend_and_select(self, index, layer, x, weights, assignment):
+        """The attention residual of a selection block, then keep/fuse.
+
+        Returns ``(x, weights, assignment, selection)``; ``selection`` is
+        ``(scores, num_keep)`` as passed to :func:`keep_fuse` (so a caller
+        can reduce other tensors of the same tokens identically), or None
+        when the block keeps every token.
+        """
         attn_out, scores = self._attention_with_cls_scores(
             layer.attn, layer.ln1(x))
         x = x + attn_out
         num_extra = self.num_extra_tokens
         candidates = x.shape[1] - num_extra
         keep = num_kept(candidates, self.keep_rate, self.keep_round)
-        if keep < candidates:
-            scores = scores[:, num_extra:]
-            if self.detach_scores:
-                scores = scores.detach()
-            result = keep_fuse(x, scores, num_extra, keep, self.fuse,
-                               weights, assignment)
-            x, weights, assignment = (result.x, result.weights,
-                                      result.assignment)
-            if self.record_tokens:
-                self.token_records.append(
-                    dict(layer=index, assignment=assignment.detach().cpu(),
-                         num_tokens=x.shape[1]))
-        x = layer.ffn(layer.ln2(x), identity=x)
-        return x, weights, assignment
+        if keep == candidates:
+            return x, weights, assignment, None
+        scores = scores[:, num_extra:]
+        if self.detach_scores:
+            scores = scores.detach()
+        result = keep_fuse(x, scores, num_extra, keep, self.fuse, weights,
+                           assignment)
+        if self.record_tokens:
+            self.token_records.append(
+                dict(layer=index, assignment=result.assignment.detach().cpu(),
+                     num_tokens=result.x.shape[1]))
+        return result.x, result.weights, result.assignment, (scores, keep)
+
+    def _finish_block(self, index, x, weights, outs):
+        """Final norm after the last block; collect ``out_indices``."""
+        if index == len(self.layers) - 1 and self.final_norm:
+            x = self.ln1(x)
+        if index in self.out_indices:
+            outs.append(self._format_reduced(x, weights))
+        return x
 
     @staticmethod
     def _attention_with_cls_scores(attn, x):
