@@ -26,10 +26,14 @@ METHODS = {
                                     'vit-tiny_trpts-param_mini-vtab.py'),
     'TR-PTS (params + tokens)': osp.join(CONFIGS,
                                          'vit-tiny_trpts_mini-vtab.py'),
+    'GPS rule': osp.join(CONFIGS, 'vit-tiny_gps_mini-vtab.py'),
+    'RLRR': osp.join(CONFIGS, 'vit-tiny_rlrr_mini-vtab.py'),
+    'Sparse-Tuning': osp.join(CONFIGS, 'vit-tiny_sparse-tuning_mini-vtab.py'),
 }
-# `counting` and `texture` are generated too but left out by default to keep
-# the demo under 5 minutes on a 2-core CPU; add them with --tasks.
-DEFAULT_TASKS = ('location', 'orientation')
+# `location`, `counting` and `texture` are generated too but left out by
+# default to keep the demo under 5 minutes on a 2-core CPU; add them with
+# --tasks (e.g. --tasks location orientation).
+DEFAULT_TASKS = ('orientation', )
 TOKENS_METHOD = 'TR-PTS (params + tokens)'
 
 
