@@ -5,7 +5,8 @@ a deterministic, unpadded, per-rank shard of the training split, runs the
 model in ``eval()`` mode in fp32 (dropout and drop-path off, no batch
 augments), accumulates squared gradients with ``torch.autograd.grad`` on the
 *unwrapped* model (DDP's reducer never fires) and all-reduces the sums, so
-every rank derives the same selection.
+every rank derives the same selection.  ``mode='train'`` keeps dropout and
+drop-path active instead (SPT's sensitivity pass, SPT.md §1).
 """
 import copy
 import time
@@ -128,8 +129,8 @@ def linear_probe_head(model: nn.Module, dataloader, epochs: int = 10,
 
 def compute_fisher_scores(
         model: nn.Module, dataloader, params: Dict[str, torch.Tensor],
-        max_batches: Optional[int] = None,
-        progress: bool = True) -> Tuple[Dict[str, torch.Tensor], dict]:
+        max_batches: Optional[int] = None, progress: bool = True,
+        mode: str = 'eval') -> Tuple[Dict[str, torch.Tensor], dict]:
     """Diagonal empirical Fisher of ``params`` over ``dataloader``.
 
     Args:
@@ -139,15 +140,19 @@ def compute_fisher_scores(
         params (dict): name -> parameter to score.
         max_batches (int, optional): Stop after this many batches per rank.
         progress (bool): Show a progress bar on the main process.
+        mode (str): ``'eval'`` (default: dropout and drop-path off,
+            reproducible scores) or ``'train'`` (as SPT and GPS score).
 
     Returns:
         tuple: Scores (sum over all ranks' batches of squared batch-mean
         gradients, divided by the global number of batches) and statistics
         (``num_batches``, ``num_samples``, ``seconds``).
     """
+    if mode not in ('eval', 'train'):
+        raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
     _check_head(model)
     was_training = model.training
-    model.eval()
+    model.train(mode == 'train')
     start = time.time()
     accumulator = FisherAccumulator(params)
     num_samples = 0

@@ -1,9 +1,12 @@
 """Optimizer-wrapper constructor for Fisher-mask (masked) fine-tuning."""
 import copy
+import logging
+from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Optional
 
 import torch.nn as nn
-from mmengine.logging import print_log
+from mmengine.logging import MMLogger, print_log
 from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
 from ...selection.eligibility import FROZEN, MASKED, assign_roles
@@ -15,6 +18,27 @@ _MASKED_TYPES = {
     'MaskedOptimWrapper': 'MaskedOptimWrapper',
     'MaskedAmpOptimWrapper': 'MaskedAmpOptimWrapper',
 }
+
+_FROZEN_SKIPPED = 'is skipped since its requires_grad=False'
+
+
+class _SkipFrozenWarnings(logging.Filter):
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _FROZEN_SKIPPED not in record.getMessage()
+
+
+@contextmanager
+def _quiet_frozen_tensors():
+    """Silence mmengine's one WARNING per ``requires_grad=False`` tensor
+    (issued whenever ``paramwise_cfg`` is set, MMPRETRAIN_NOTES.md §4)."""
+    logger = MMLogger.get_current_instance()
+    quiet = _SkipFrozenWarnings()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
@@ -67,11 +91,18 @@ class FisherMaskOptimWrapperConstructor:
             dict(type=base_type, optim_wrapper_cfg=cfg,
                  paramwise_cfg=paramwise_cfg))
 
+    def param_roles(self, model: nn.Module) -> 'OrderedDict[str, str]':
+        """Role (masked / full / frozen) of every parameter of the unwrapped
+        model: :func:`~mmtrpts.selection.eligibility.assign_roles` with the
+        ``eligibility`` rules."""
+        return assign_roles(model, self.eligibility)
+
     def __call__(self, model: nn.Module):
         ori_model = model.module if hasattr(model, 'module') else model
-        roles = assign_roles(ori_model, self.eligibility)
+        roles = self.param_roles(ori_model)
         names = {id(p): n for n, p in ori_model.named_parameters()}
-        wrapper = self.base(model)
+        with _quiet_frozen_tensors():
+            wrapper = self.base(model)
         groups = []
         for group in wrapper.optimizer.param_groups:
             params = [
