@@ -29,6 +29,7 @@ METHODS = {
     'GPS rule': osp.join(CONFIGS, 'vit-tiny_gps_mini-vtab.py'),
     'RLRR': osp.join(CONFIGS, 'vit-tiny_rlrr_mini-vtab.py'),
     'Sparse-Tuning': osp.join(CONFIGS, 'vit-tiny_sparse-tuning_mini-vtab.py'),
+    'SPT-LoRA': osp.join(CONFIGS, 'vit-tiny_spt-lora_mini-vtab.py'),
 }
 # `location`, `counting` and `texture` are generated too but left out by
 # default to keep the demo under 5 minutes on a 2-core CPU; add them with

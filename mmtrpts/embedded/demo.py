@@ -3,7 +3,8 @@
 1. write the generated mini-benchmark (VTAB-1k layout) unless cached;
 2. pre-train the tiny ViT on the generated source task unless cached;
 3. for every method config and task: train with the stock MMEngine runner
-   (train800val200), test on the test split;
+   (train800val200), test on the test split (SPT: its sensitivity pass
+   first, which writes the allocation its backbone is built from);
 4. print and save one table: top-1 per task, trainable parameters, GFLOPs.
 """
 import itertools
@@ -19,7 +20,7 @@ from mmengine.logging import print_log
 from mmengine.runner import Runner
 
 from ..analysis import count_flops, count_parameters
-from ..apis import apply_train_flags, set_task
+from ..apis import apply_train_flags, compute_sensitivity, set_task
 from .benchmark import write_benchmark
 from .pretrain import pretrain_backbone
 
@@ -44,6 +45,11 @@ def run_one(config: str, task: str, num_classes: int, data_root: str,
     if quiet:
         cfg.log_level = 'WARNING'
     start = time.time()
+    if cfg.model.backbone.type == 'SPTViT':
+        # SPT's structure depends on the task: its sensitivity pass writes
+        # the allocation that SPTViT reads when the runner builds it.
+        compute_sensitivity(cfg, out=osp.join(work_dir, 'allocation.pth'),
+                            progress=not quiet)
     runner = Runner.from_cfg(cfg)
     runner.train()
     metrics = runner.test()
