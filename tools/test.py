@@ -15,7 +15,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from mmtrpts.apis import apply_loader_flags, resolve_work_dir
-from mmtrpts.compat import setup_cpu_distributed
+from mmtrpts.compat import setup_cpu_distributed, shutdown_distributed
 
 
 def parse_args():
@@ -52,6 +52,7 @@ def main():
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
             json.dump(metrics, f, indent=2)
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 
 from mmtrpts.apis import apply_loader_flags, apply_train_flags, \
     resolve_work_dir
-from mmtrpts.compat import setup_cpu_distributed
+from mmtrpts.compat import setup_cpu_distributed, shutdown_distributed
 
 
 def parse_args():
@@ -63,6 +63,7 @@ def main():
     setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
+    shutdown_distributed()
 
 
 if __name__ == '__main__':

@@ -8,11 +8,12 @@ from .torchvision_ops import ensure_torchvision_op_schemas
 ensure_torchvision_op_schemas()
 
 from .checkpoint_loader import patch_mmengine_checkpoint_loader  # noqa: E402
-from .cpu_dist import setup_cpu_distributed  # noqa: E402
+from .cpu_dist import (setup_cpu_distributed,  # noqa: E402
+                       shutdown_distributed)
 
 patch_mmengine_checkpoint_loader()
 
 __all__ = [
     'ensure_torchvision_op_schemas', 'patch_mmengine_checkpoint_loader',
-    'setup_cpu_distributed'
+    'setup_cpu_distributed', 'shutdown_distributed'
 ]

@@ -53,6 +53,20 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     return True
 
 
+def shutdown_distributed() -> None:
+    """Wait for every rank, then destroy the default process group.
+
+    Called by ``tools/train.py`` and ``tools/test.py`` when the run has
+    finished.  Without it a gloo rank can abort at interpreter exit
+    (``terminate called without an active exception``, exit -6) after all
+    its work -- checkpoints included -- is done, and torchrun then reports
+    the whole run as failed.  No-op when no process group exists.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
 def _slurm_env_to_torch_env() -> None:
     """Translate SLURM variables into torchrun's (env:// init)."""
     os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
