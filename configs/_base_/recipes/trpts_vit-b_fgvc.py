@@ -27,6 +27,7 @@ _base_ = [
     '../datasets/fgvc.py',
     '../models/vit-b16_in21k.py',
     '../schedules/trpts_adam_cosine.py',
+    '../models/fgvc_regularisation.py',
 ]
 
 model = dict(
@@ -36,13 +37,8 @@ model = dict(
         keep_round='floor',
         fuse='norm',
         keep_layers=()),
-    head=dict(
-        loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
-    train_cfg=dict(augments=[
-        dict(type='Mixup', alpha=0.8),
-        dict(type='CutMix', alpha=1.0),
-    ]))
+    head=dict(loss=_base_.fgvc_loss),
+    train_cfg=dict(augments=_base_.fgvc_augments))
 
 custom_hooks = [
     dict(
