@@ -36,9 +36,13 @@ def benchmark_roots(tmp_path_factory) -> Dict[str, str]:
     return write_benchmark_trees(str(tmp_path_factory.mktemp('benchmarks')))
 
 
-def write_tiny_config(path: str, data_root: str, task: str = 'texture',
-                      num_classes: int = 6, max_epochs: int = 2,
-                      extra: str = '', head_classes: int = None,
+def write_tiny_config(path: str,
+                      data_root: str,
+                      task: str = 'texture',
+                      num_classes: int = 6,
+                      max_epochs: int = 2,
+                      extra: str = '',
+                      head_classes: int = None,
                       base: str = 'vit-tiny_full-ft_mini-vtab.py',
                       batch_size: int = 8) -> str:
     """A config inheriting an embedded config, shrunk for tests.
@@ -80,12 +84,19 @@ default_hooks = dict(logger=dict(interval=1))
     return path
 
 
-def run_tool(args: List[str], cwd: str = REPO, env_extra=None,
+def run_tool(args: List[str],
+             cwd: str = REPO,
+             env_extra=None,
              timeout: int = 300) -> subprocess.CompletedProcess:
     """Run a command, returning the completed process (output captured)."""
     env = dict(os.environ, PYTHONWARNINGS='ignore', **(env_extra or {}))
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout)
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:

@@ -22,8 +22,7 @@ def test_sdpa_handle_counts_both_matmuls():
     k = torch.zeros(2, 3, 7, 8)
     v = torch.zeros(2, 3, 7, 4)
     analyzer = FlopAnalyzer(_Attention(), (q, k, v))
-    analyzer.set_op_handle('aten::scaled_dot_product_attention',
-                           sdpa_flop_jit)
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analyzer.unsupported_ops_warnings(False)
     assert analyzer.total() == 2 * 3 * 5 * 7 * (8 + 4)
 
@@ -32,8 +31,11 @@ def test_vit_b16_flops_match_the_mmpretrain_metafile():
     model = MODELS.build(
         dict(
             type='ImageClassifier',
-            backbone=dict(type='VisionTransformer', arch='b', img_size=224,
-                          patch_size=16),
+            backbone=dict(
+                type='VisionTransformer',
+                arch='b',
+                img_size=224,
+                patch_size=16),
             head=dict(type='LinearClsHead', num_classes=1000,
                       in_channels=768)))
     # mmpretrain's metafile value for ViT-B/16 at 224 px.
@@ -48,9 +50,14 @@ def test_count_parameters_with_frozen_backbone():
             type='ImageClassifier',
             backbone=dict(
                 type='VisionTransformer',
-                arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                          feedforward_channels=64), img_size=32,
-                patch_size=4, frozen_stages=2),
+                arch=dict(
+                    embed_dims=32,
+                    num_layers=2,
+                    num_heads=2,
+                    feedforward_channels=64),
+                img_size=32,
+                patch_size=4,
+                frozen_stages=2),
             head=dict(type='LinearClsHead', num_classes=5, in_channels=32)))
     counts = count_parameters(model)
     assert counts['head'] == 32 * 5 + 5
@@ -63,9 +70,11 @@ def test_count_parameters_with_frozen_backbone():
 def test_get_flops_cli_prints_counts_of_the_built_model():
     config = osp.join(REPO, 'configs', 'embedded',
                       'vit-tiny_trpts_mini-vtab.py')
-    proc = run_tool([PYTHON, osp.join(REPO, 'tools', 'analysis_tools',
-                                      'get_flops.py'), config,
-                     '--cfg-options', 'model.backbone.keep_layers=(1,3)'])
+    proc = run_tool([
+        PYTHON,
+        osp.join(REPO, 'tools', 'analysis_tools', 'get_flops.py'), config,
+        '--cfg-options', 'model.backbone.keep_layers=(1,3)'
+    ])
     assert_ok(proc)
     cfg = Config.fromfile(config)
     cfg.model.backbone.keep_layers = (1, 3)

@@ -26,8 +26,8 @@ def test_import_mmtrpts_makes_mmpretrain_models_importable():
     assert proc.stdout.strip().endswith('ok')
 
 
-@pytest.mark.skipif(not SHIM_APPLIED,
-                    reason='torchvision extension loads: no fix needed')
+@pytest.mark.skipif(
+    not SHIM_APPLIED, reason='torchvision extension loads: no fix needed')
 def test_without_the_shim_mmpretrain_models_fails():
     proc = run_tool([PYTHON, '-c', 'import mmpretrain.models'])
     assert proc.returncode != 0
@@ -41,8 +41,8 @@ def test_shim_is_a_no_op_once_applied_or_after_torchvision():
 def test_mmpretrain_own_train_tool_with_custom_imports(tmp_path, mini_vtab):
     """mmpretrain's tools/train.py loads mmtrpts via custom_imports only."""
     import mmpretrain
-    tool = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools',
-                    'train.py')
+    tool = osp.join(
+        osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'train.py')
     config = write_tiny_config(str(tmp_path / 'cfg.py'), mini_vtab)
     proc = run_tool([
         PYTHON, tool, config, '--work-dir',
@@ -86,8 +86,7 @@ def test_loader_fix_is_registered_only_for_local_files():
         checkpoint_loader.load_local_checkpoint('/no/such/missing.pth')
 
 
-def test_loader_kept_for_deltas_when_mmengine_is_fixed(
-        monkeypatch, tmp_path):
+def test_loader_kept_for_deltas_when_mmengine_is_fixed(monkeypatch, tmp_path):
     """A fixed mmengine keeps the loader (deltas) with torch's default."""
     from mmengine.runner.checkpoint import load_from_local
     monkeypatch.setattr(checkpoint_loader.mmengine, '__version__', '0.10.8')
@@ -116,12 +115,15 @@ def test_cpu_distributed_is_a_no_op_without_launcher():
 
 def test_cpu_ddp_wrapper_cfg_keeps_user_settings():
     cfg = Config(
-        dict(model_wrapper_cfg=dict(find_unused_parameters=True,
-                                    device_ids=[0])))
+        dict(
+            model_wrapper_cfg=dict(
+                find_unused_parameters=True, device_ids=[0])))
     wrapper = cpu_dist.cpu_ddp_wrapper_cfg(cfg)
     assert wrapper == dict(
-        type='MMDistributedDataParallel', device_ids=None,
-        broadcast_buffers=False, find_unused_parameters=True)
+        type='MMDistributedDataParallel',
+        device_ids=None,
+        broadcast_buffers=False,
+        find_unused_parameters=True)
 
 
 def test_cpu_distributed_rejects_unknown_launcher(monkeypatch):
@@ -131,8 +133,8 @@ def test_cpu_distributed_rejects_unknown_launcher(monkeypatch):
 
 
 def test_stack_check_names_the_unsupported_package():
-    with pytest.raises(ImportError,
-                       match=r'mmengine==0\.10\.7 \(supported: 0\.11\.0'):
+    with pytest.raises(
+            ImportError, match=r'mmengine==0\.10\.7 \(supported: 0\.11\.0'):
         check_stack({'mmengine': ('0.11.0', '1.0.0')})
     check_stack()  # the installed stack is supported
 

@@ -323,12 +323,14 @@ def test_cli_rejects_a_checkpoint_without_selection(run, monkeypatch):
 def test_non_floating_state_such_as_token_blocks_travels_in_the_delta():
     """The co-selection mask is not trained but must survive a delta."""
     import mmtrpts.checkpoints.delta as delta_lib
-    state = {'backbone.w': torch.ones(2, 3),
-             'backbone.keep_layer_mask': torch.tensor([False, True]),
-             'head.b': torch.zeros(2)}
+    state = {
+        'backbone.w': torch.ones(2, 3),
+        'backbone.keep_layer_mask': torch.tensor([False, True]),
+        'head.b': torch.zeros(2)
+    }
     base = {'backbone.w': torch.ones(2, 3)}
-    selection = dict(indices={'backbone.w': torch.tensor([1])},
-                     full=['head.b'])
+    selection = dict(
+        indices={'backbone.w': torch.tensor([1])}, full=['head.b'])
     selection['checksum'] = selection_checksum(selection['indices'])
     state['backbone.w'].view(-1)[1] = 5.
     delta = delta_lib.make_delta(state, selection, base_state_dict=base)

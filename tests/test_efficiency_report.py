@@ -8,20 +8,18 @@ from conftest import PYTHON, REPO, assert_ok, run_tool
 
 from mmtrpts.analysis.efficiency_methods import METHODS, register_method
 from mmtrpts.analysis.efficiency_report import (COLUMNS, RATIO_KEYS,
-                                                ReportSettings,
-                                                build_methods)
+                                                ReportSettings, build_methods)
 from mmtrpts.analysis.flops import count_flops
-from mmtrpts.analysis.masked_benchmark import (build_wrapper,
-                                               random_batches, trpts_select,
-                                               vit_arch)
+from mmtrpts.analysis.masked_benchmark import (build_wrapper, random_batches,
+                                               trpts_select, vit_arch)
 from mmtrpts.analysis.token_benchmark import build_classifier
 
 BENCH = osp.join(REPO, 'tools', 'benchmarks', 'efficiency_report.py')
 TINY = [
-    '--embed-dims', '64', '--depth', '6', '--heads', '4', '--img-size',
-    '32', '--patch', '4', '--batch', '4', '--steps', '1', '--runs', '4',
-    '--keep-layers', '1,3,5', '--num-classes', '10', '--target-ratio',
-    '0.05', '--device', 'cpu'
+    '--embed-dims', '64', '--depth', '6', '--heads', '4', '--img-size', '32',
+    '--patch', '4', '--batch', '4', '--steps', '1', '--runs', '4',
+    '--keep-layers', '1,3,5', '--num-classes', '10', '--target-ratio', '0.05',
+    '--device', 'cpu'
 ]
 
 
@@ -31,23 +29,26 @@ def test_cli_tiny_vit_params_flops_and_ratios(tmp_path):
     assert_ok(proc)
     settings = ReportSettings(keep_layers=(1, 3, 5))
     labels = [m.label for m in build_methods(settings).values()]
-    expected = [*COLUMNS, *labels, '--keep-layers 1,3,5', 'device: ',
-                f'torch {torch.__version__}', 'load average',
-                'blocks [1, 3, 5], FIXED']
+    expected = [
+        *COLUMNS, *labels, '--keep-layers 1,3,5', 'device: ',
+        f'torch {torch.__version__}', 'load average', 'blocks [1, 3, 5], FIXED'
+    ]
     assert [text for text in expected if text not in proc.stdout] == []
 
     with open(out) as f:
         results = json.load(f)
     methods = results['methods']
     assert list(methods) == list(METHODS) == [
-        'full', 'linear', 'trpts_params', 'trpts_tokens']
+        'full', 'linear', 'trpts_params', 'trpts_tokens'
+    ]
     assert [r['label'] for r in methods.values()] == labels
     full, linear = methods['full'], methods['linear']
     params, tokens = methods['trpts_params'], methods['trpts_tokens']
 
     # Trainable parameters, recounted on the same model.
-    model = build_classifier(dict(type='VisionTransformer'),
-                             vit_arch('b', 64, 6, 4), 32, 4, 10, 'cpu', 0)
+    model = build_classifier(
+        dict(type='VisionTransformer'), vit_arch('b', 64, 6, 4), 32, 4, 10,
+        'cpu', 0)
     total = sum(p.numel() for p in model.parameters())
     head = sum(p.numel() for p in model.head.parameters())
     assert head == 64 * 10 + 10

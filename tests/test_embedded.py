@@ -17,22 +17,23 @@ from mmtrpts.embedded.synthetic_tasks import (IMG_SIZE, SOURCE_TASK,
 
 TINY_BACKBONE = dict(
     type='VisionTransformer',
-    arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-              feedforward_channels=64),
-    img_size=32, patch_size=4, init_cfg=dict(type='Pretrained',
-                                             checkpoint='ignored'))
+    arch=dict(
+        embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64),
+    img_size=32,
+    patch_size=4,
+    init_cfg=dict(type='Pretrained', checkpoint='ignored'))
 
 
-@pytest.mark.parametrize('task', list(TARGET_TASKS.values()) + [SOURCE_TASK],
-                         ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    'task', list(TARGET_TASKS.values()) + [SOURCE_TASK], ids=lambda t: t.name)
 def test_generate_is_deterministic_balanced_and_varied(task):
     images, labels = generate(task, 2 * task.num_classes, seed=7)
     again, again_labels = generate(task, 2 * task.num_classes, seed=7)
     other, _ = generate(task, 2 * task.num_classes, seed=8)
     assert images.shape == (2 * task.num_classes, IMG_SIZE, IMG_SIZE, 3)
     assert images.dtype == np.uint8 and labels.dtype == np.int64
-    assert np.array_equal(images, again) and np.array_equal(labels,
-                                                            again_labels)
+    assert np.array_equal(images, again) and np.array_equal(
+        labels, again_labels)
     assert not np.array_equal(images, other)
     assert np.bincount(labels).tolist() == [2] * task.num_classes
 
@@ -64,8 +65,7 @@ def test_write_task_produces_the_vtab_layout(tmp_path):
             return [line.split()[1] for line in f]
 
     assert labels('train800val200') == labels('train800') + labels('val200')
-    dataset = VTAB1k(str(tmp_path), 'orientation', split='test',
-                     num_classes=8)
+    dataset = VTAB1k(str(tmp_path), 'orientation', split='test', num_classes=8)
     assert len(dataset) == 8
     assert dataset.get_data_info(0)['img_path'] == osp.join(
         task_dir, 'images', 'test', '000000.jpg')
@@ -86,8 +86,8 @@ def test_write_task_reuses_an_identical_benchmark(tmp_path):
 
 def test_pretrain_learns_the_source_task_and_caches(tmp_path):
     out = str(tmp_path / 'tiny.pth')
-    recipe = dict(num_train=1536, num_val=480, epochs=3, batch_size=64,
-                  warmup_iters=10)
+    recipe = dict(
+        num_train=1536, num_val=480, epochs=3, batch_size=64, warmup_iters=10)
     pretrain_backbone(TINY_BACKBONE, out, recipe=recipe, progress=False)
     checkpoint = torch.load(out, weights_only=True)
     assert set(checkpoint) == {'meta', 'state_dict'}

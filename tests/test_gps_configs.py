@@ -27,8 +27,7 @@ def test_gps_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
     cfg = Config.fromfile(config)
     k, lr, total = EXPECTED[osp.basename(config)]
     hook = cfg.custom_hooks[0]
-    assert (hook.type, hook.rule, hook.k) == ('FisherSelectionHook', 'gps',
-                                              k)
+    assert (hook.type, hook.rule, hook.k) == ('FisherSelectionHook', 'gps', k)
     assert 'token_placement' not in hook
     assert cfg.model.backbone.type == 'VisionTransformer'
     assert cfg.optim_wrapper.optimizer.lr == lr
@@ -36,8 +35,8 @@ def test_gps_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
         cfg.auto_scale_lr.base_batch_size
 
     cfg.merge_from_dict(
-        tiny_smoke_options(cfg.train_dataloader.dataset.type,
-                           benchmark_roots, str(tmp_path)))
+        tiny_smoke_options(cfg.train_dataloader.dataset.type, benchmark_roots,
+                           str(tmp_path)))
     cfg.log_level = 'WARNING'
     runner = Runner.from_cfg(cfg)
     runner.train()

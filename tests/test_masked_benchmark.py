@@ -10,9 +10,9 @@ from mmtrpts.analysis.masked_benchmark import (ROW_LABELS, TimedLoader,
 
 BENCH = osp.join(REPO, 'tools', 'benchmarks', 'masked_optimizer.py')
 TINY = [
-    '--embed-dims', '32', '--depth', '2', '--heads', '2', '--img-size',
-    '32', '--patch', '4', '--batch', '4', '--steps', '2', '--target-ratio',
-    '0.2', '--num-classes', '10', '--device', 'cpu'
+    '--embed-dims', '32', '--depth', '2', '--heads', '2', '--img-size', '32',
+    '--patch', '4', '--batch', '4', '--steps', '2', '--target-ratio', '0.2',
+    '--num-classes', '10', '--device', 'cpu'
 ]
 
 
@@ -65,8 +65,10 @@ def test_cli_tiny_vit_table_and_exact_state_bytes(tmp_path):
 
 
 def test_optimizer_state_bytes_counts_moments_and_steps():
-    params = [torch.nn.Parameter(torch.zeros(3, 5)),
-              torch.nn.Parameter(torch.zeros(7))]
+    params = [
+        torch.nn.Parameter(torch.zeros(3, 5)),
+        torch.nn.Parameter(torch.zeros(7))
+    ]
     optimizer = torch.optim.AdamW(params)
     assert optimizer_state_bytes(optimizer)['bytes'] == 0
     for p in params:

@@ -16,9 +16,9 @@ from mmtrpts.selection.record import selection_checksum
 METAFILE = osp.join(REPO, 'configs', 'trpts', 'metafile.yml')
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'trpts', 'vit-b_*.py')))
 # get_model keyword overrides: DeiT-tiny's arch, 32 px patches, 64 px input.
-TINY = dict(backbone=dict(arch='deit-tiny', patch_size=32, img_size=64,
-                          init_cfg=None),
-            head=dict(in_channels=192))
+TINY = dict(
+    backbone=dict(arch='deit-tiny', patch_size=32, img_size=64, init_cfg=None),
+    head=dict(in_channels=192))
 
 
 def _metafile():
@@ -44,8 +44,9 @@ def test_metafile_lists_every_config_once_and_is_indexed():
 def test_metafile_entry_matches_the_config():
     entry = next(m for m in _metafile()['Models']
                  if m['Name'] == 'trpts_vit-b_cub')
-    fresh = metafile_entry(osp.join(REPO, entry['Config']), entry['Name'],
-                           'TR-PTS', 'CUB-200-2011', REPO)
+    fresh = metafile_entry(
+        osp.join(REPO, entry['Config']), entry['Name'], 'TR-PTS',
+        'CUB-200-2011', REPO)
     assert fresh == entry
     meta = entry['Metadata']
     # ViT-B/16 (85,798,656) + a 200-class head.
@@ -55,8 +56,7 @@ def test_metafile_entry_matches_the_config():
     assert meta['Trainable budget'] == 0.006
 
 
-def test_register_model_zoo_is_idempotent_and_names_a_missing_index(
-        tmp_path):
+def test_register_model_zoo_is_idempotent_and_names_a_missing_index(tmp_path):
     assert register_model_zoo() is True
     assert register_model_zoo() is True
     missing = str(tmp_path / 'model-index.yml')
@@ -81,12 +81,20 @@ def test_get_model_loads_a_local_delta_offline(tmp_path):
     for name in full:
         trained[name] += 0.5
     trained['backbone.keep_layer_mask'][[2, 5, 8]] = True
-    selection = dict(format='mmtrpts.selection', version=1, indices=indices,
-                     full=full, checksum=selection_checksum(indices),
-                     shapes={qkv: list(trained[qkv].shape)})
+    selection = dict(
+        format='mmtrpts.selection',
+        version=1,
+        indices=indices,
+        full=full,
+        checksum=selection_checksum(indices),
+        shapes={qkv: list(trained[qkv].shape)})
     delta_path = str(tmp_path / 'cub_delta.pth')
-    torch.save(make_delta(trained, selection, base_state_dict=base,
-                          base_checkpoint=base_path), delta_path)
+    torch.save(
+        make_delta(
+            trained,
+            selection,
+            base_state_dict=base,
+            base_checkpoint=base_path), delta_path)
 
     loaded = get_model('trpts_vit-b_cub', pretrained=delta_path, **TINY)
     state = loaded.state_dict()

@@ -18,9 +18,10 @@ from mmtrpts.models.peft.rlrr import (SSF, RLRRLinear, SSFLayerNorm,
                                       rlrr_parameters)
 
 TINY = dict(
-    arch=dict(embed_dims=48, num_layers=2, num_heads=3,
-              feedforward_channels=96),
-    img_size=32, patch_size=8)
+    arch=dict(
+        embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96),
+    img_size=32,
+    patch_size=8)
 MERGE_TOOL = osp.join(REPO, 'tools', 'model_converters', 'merge_rlrr.py')
 
 
@@ -76,10 +77,12 @@ def test_fused_qkv_rescales_each_slice_with_its_own_right_vector():
         rows = slice(8 * g, 8 * (g + 1))
         part = RLRRLinear(8, 8)
         part.load_state_dict(
-            dict(weight=qkv.weight[rows], bias=qkv.bias[rows],
-                 scale_left=qkv.scale_left[rows],
-                 scale_right=qkv.scale_right[g:g + 1],
-                 shift=qkv.shift[rows]))
+            dict(
+                weight=qkv.weight[rows],
+                bias=qkv.bias[rows],
+                scale_left=qkv.scale_left[rows],
+                scale_right=qkv.scale_right[g:g + 1],
+                shift=qkv.shift[rows]))
         torch.testing.assert_close(out[:, rows], part(x))
     with pytest.raises(ValueError, match='groups must divide'):
         RLRRLinear(8, 24, groups=5)
@@ -113,13 +116,12 @@ def test_ssf_layer_norm_merges():
     nn.init.normal_(norm.weight)
     nn.init.normal_(norm.bias)
     ssf_norm = SSFLayerNorm.from_layer_norm(norm)
-    assert list(ssf_norm.state_dict()) == [
-        'weight', 'bias', 'ssf.scale', 'ssf.shift'
-    ]
+    assert list(
+        ssf_norm.state_dict()) == ['weight', 'bias', 'ssf.scale', 'ssf.shift']
     x = torch.randn(3, 6)
-    torch.testing.assert_close(ssf_norm(x),
-                               norm(x) * ssf_norm.ssf.scale +
-                               ssf_norm.ssf.shift)
+    torch.testing.assert_close(
+        ssf_norm(x),
+        norm(x) * ssf_norm.ssf.scale + ssf_norm.ssf.shift)
     merged = ssf_norm.merge()
     assert type(merged) is nn.LayerNorm and merged.eps == 1e-6
     torch.testing.assert_close(merged(x), ssf_norm(x))
@@ -139,20 +141,27 @@ def test_vit_b_trains_288768_backbone_parameters():
 
 def test_trainable_set_is_rlrr_and_ssf_only():
     backbone = RLRRViT(**TINY)
-    expected = {'patch_embed.norm.scale', 'patch_embed.norm.shift',
-                'ln1.ssf.scale', 'ln1.ssf.shift'}
+    expected = {
+        'patch_embed.norm.scale', 'patch_embed.norm.shift', 'ln1.ssf.scale',
+        'ln1.ssf.shift'
+    }
     for i in range(2):
         for name in ('attn.qkv', 'attn.proj', 'ffn.layers.0.0',
                      'ffn.layers.1'):
-            expected |= {f'layers.{i}.{name}.{v}'
-                         for v in ('scale_left', 'scale_right', 'shift')}
+            expected |= {
+                f'layers.{i}.{name}.{v}'
+                for v in ('scale_left', 'scale_right', 'shift')
+            }
         for norm in ('ln1', 'ln2'):
-            expected |= {f'layers.{i}.{norm}.ssf.{v}'
-                         for v in ('scale', 'shift')}
+            expected |= {
+                f'layers.{i}.{norm}.ssf.{v}'
+                for v in ('scale', 'shift')
+            }
     assert _trainable(backbone) == expected
     # DDP (find_unused_parameters=False): every trainable tensor gets a grad.
     backbone(torch.randn(2, 3, 32, 32))[0].sum().backward()
-    assert {n for n, p in backbone.named_parameters()
+    assert {n
+            for n, p in backbone.named_parameters()
             if p.grad is not None} == expected
     # The plain ViT's tensors keep their names (checkpoints load as-is).
     plain = VisionTransformer(**TINY).state_dict()
@@ -160,8 +169,8 @@ def test_trainable_set_is_rlrr_and_ssf_only():
     # frozen_stages: as VisionTransformer, RLRR/SSF of the stage included.
     frozen = RLRRViT(**TINY, frozen_stages=1)
     assert _trainable(frozen) == {
-        n for n in expected
-        if n.startswith(('layers.1.', 'ln1.'))
+        n
+        for n in expected if n.startswith(('layers.1.', 'ln1.'))
     }
     assert not frozen.layers[0].training and frozen.layers[1].training
 
@@ -210,8 +219,9 @@ def test_merge_errors_name_the_missing_key():
 
 
 def test_branch_dropout_and_argument_errors():
-    backbone = RLRRViT(**dict(TINY, arch=dict(TINY['arch'], num_layers=3)),
-                       branch_dropout=0.2)
+    backbone = RLRRViT(
+        **dict(TINY, arch=dict(TINY['arch'], num_layers=3)),
+        branch_dropout=0.2)
     for layer, p in zip(backbone.layers, (0., 0.1, 0.2)):
         for module in (layer.attn.out_drop, layer.ffn.dropout_layer):
             assert type(module) is nn.Dropout
@@ -237,8 +247,10 @@ def test_merge_tool_writes_a_plain_vit_checkpoint(tmp_path):
     model = _classifier('RLRRViT')
     _perturb(model.backbone)
     src, out = str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'merged.pth')
-    torch.save(dict(meta=dict(dataset_meta=dict(classes=list('abcde'))),
-                    state_dict=model.state_dict()), src)
+    torch.save(
+        dict(
+            meta=dict(dataset_meta=dict(classes=list('abcde'))),
+            state_dict=model.state_dict()), src)
     assert_ok(run_tool([PYTHON, MERGE_TOOL, src, out]))
     merged = torch.load(out, weights_only=True)
     assert merged['meta']['dataset_meta'] == dict(classes=list('abcde'))
@@ -260,12 +272,13 @@ def test_weight_decay_rule_of_the_recipe():
     model = _classifier('RLRRViT')
     optim_wrapper = cfg.optim_wrapper.copy()
     paramwise_cfg = optim_wrapper.pop('paramwise_cfg')
-    wrapper = DefaultOptimWrapperConstructor(optim_wrapper,
-                                             paramwise_cfg)(model)
+    wrapper = DefaultOptimWrapperConstructor(optim_wrapper, paramwise_cfg)(
+        model)
     names = {id(p): n for n, p in model.named_parameters()}
     decay = {
         names[id(p)]: group['weight_decay']
-        for group in wrapper.optimizer.param_groups for p in group['params']
+        for group in wrapper.optimizer.param_groups
+        for p in group['params']
     }
     assert set(decay) == _trainable(model)  # frozen tensors are skipped
     wd = cfg.optim_wrapper.optimizer.weight_decay

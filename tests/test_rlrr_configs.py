@@ -35,11 +35,11 @@ def test_rlrr_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.rlrr_init) == ('RLRRViT', 'reference')
     assert (backbone.branch_dropout, backbone.drop_path_rate) == (dropout, 0)
-    assert cfg.model.head.init_cfg == dict(type='Constant', layer='Linear',
-                                           val=0.)
+    assert cfg.model.head.init_cfg == dict(
+        type='Constant', layer='Linear', val=0.)
     optimizer = cfg.optim_wrapper.optimizer
-    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == (
-        'AdamW', lr, wd)
+    assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW',
+                                                                      lr, wd)
     assert cfg.optim_wrapper.paramwise_cfg == cfg.rlrr_paramwise_cfg
     assert cfg.train_dataloader.batch_size * 8 == 32 == \
         cfg.auto_scale_lr.base_batch_size
@@ -64,8 +64,8 @@ def test_rlrr_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
         assert restarts.periods == [5] * 12 and restarts.eta_min == 0
 
     cfg.merge_from_dict(
-        tiny_smoke_options(cfg.train_dataloader.dataset.type,
-                           benchmark_roots, str(tmp_path)))
+        tiny_smoke_options(cfg.train_dataloader.dataset.type, benchmark_roots,
+                           str(tmp_path)))
     model = MODELS.build(cfg.model)
     model.init_weights()
     assert not model.head.fc.weight.any()  # zero head, as the reference
@@ -80,8 +80,11 @@ def test_rlrr_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
 def test_embedded_rlrr_learns_texture(mini_vtab, tmp_path):
     """A random tiny ViT (no pretrained weights) adapted by RLRR only."""
     cfg = Config.fromfile(
-        write_tiny_config(str(tmp_path / 'cfg.py'), mini_vtab,
-                          base='vit-tiny_rlrr_mini-vtab.py', max_epochs=15))
+        write_tiny_config(
+            str(tmp_path / 'cfg.py'),
+            mini_vtab,
+            base='vit-tiny_rlrr_mini-vtab.py',
+            max_epochs=15))
     cfg.work_dir = str(tmp_path / 'work')
     cfg.train_cfg.val_interval = 15
     cfg.log_level = 'WARNING'

@@ -53,12 +53,14 @@ def _toy_vit_shapes(blocks: int = 4, dim: int = 32) -> Dict[str, tuple]:
     return shapes
 
 
-def _random_scores(shapes: Dict[str, tuple], seed: int = 0
-                   ) -> Dict[str, torch.Tensor]:
+def _random_scores(shapes: Dict[str, tuple],
+                   seed: int = 0) -> Dict[str, torch.Tensor]:
     """Heavy-tailed scores with a different scale per matrix."""
     gen = torch.Generator().manual_seed(seed)
-    return {name: torch.rand(shape, generator=gen).pow(3) * (1 + i % 5)
-            for i, (name, shape) in enumerate(shapes.items())}
+    return {
+        name: torch.rand(shape, generator=gen).pow(3) * (1 + i % 5)
+        for i, (name, shape) in enumerate(shapes.items())
+    }
 
 
 def _check_rowwise(result: SelectionResult,
@@ -69,12 +71,11 @@ def _check_rowwise(result: SelectionResult,
         idx = result.indices[name]
         assert idx.dtype == torch.int64
         assert idx.numel() == info['c'] * info['rows'] == info['selected']
-        per_row = torch.bincount(idx // info['cols'],
-                                 minlength=info['rows'])
+        per_row = torch.bincount(idx // info['cols'], minlength=info['rows'])
         assert bool((per_row == info['c']).all())
         assert torch.equal(idx, _ref_rowwise(as_matrix(s), info['c']))
-    assert result.num_selected == sum(
-        i['c'] * i['rows'] for i in result.layers.values())
+    assert result.num_selected == sum(i['c'] * i['rows']
+                                      for i in result.layers.values())
 
 
 # --------------------------------------------------------------------------
@@ -124,9 +125,15 @@ def test_trpts_hand_computed():
     assert settings['topset_size'] == 8
     assert settings['threshold'] == 5.0
     assert settings['w_min'] == 2 / 32
-    assert {n: i['top_count'] for n, i in layers.items()} == dict(
+    assert {
+        n: i['top_count']
+        for n, i in layers.items()
+    } == dict(
         a=4, b=2, c=2, d=0)
-    assert {n: i['top_density'] for n, i in layers.items()} == dict(
+    assert {
+        n: i['top_density']
+        for n, i in layers.items()
+    } == dict(
         a=.25, b=.0625, c=.125, d=0.)
     assert _conns(layers) == dict(a=4, b=1, c=2, d=1)
     assert result.num_selected == 4 * 2 + 1 * 4 + 2 * 2 + 1 * 3 == 19
@@ -147,8 +154,7 @@ def test_trpts_conv_indices_index_param_view():
     scores = _hand_scores()
     result = select_trpts(scores, 9)
     idx = result.indices['c']
-    assert scores['c'].view(-1)[idx].tolist() == pytest.approx(
-        [45, .9, .7, 5])
+    assert scores['c'].view(-1)[idx].tolist() == pytest.approx([45, .9, .7, 5])
     mask = result.mask('c')
     assert mask.shape == (2, 2, 2, 2) and int(mask.sum()) == 4
     assert bool(mask[0, 0, 1, 0]) and bool(mask[1, 1, 1, 1])
@@ -295,10 +301,9 @@ def test_global_topk_exact():
     assert result.settings['threshold'] == 5.0
     quarter = select_global_topk(scores, fraction=.25)
     assert quarter.num_selected == 22
-    big = torch.cat([scores[n].view(-1)[quarter.indices[n]]
-                     for n in scores])
-    rest = torch.cat([scores[n].view(-1)[~quarter.mask(n).view(-1)]
-                      for n in scores])
+    big = torch.cat([scores[n].view(-1)[quarter.indices[n]] for n in scores])
+    rest = torch.cat(
+        [scores[n].view(-1)[~quarter.mask(n).view(-1)] for n in scores])
     assert float(big.min()) >= float(rest.max())
 
 
@@ -308,8 +313,8 @@ def test_global_topk_ties_by_layer_then_index():
     assert result.indices['x'].tolist() == list(range(8))
     assert result.indices['y'].tolist() == [0, 1]
     again = select_global_topk(scores, num=10)
-    assert all(torch.equal(result.indices[n], again.indices[n])
-               for n in scores)
+    assert all(
+        torch.equal(result.indices[n], again.indices[n]) for n in scores)
     with pytest.raises(ValueError, match='exactly one'):
         select_global_topk(scores)
     with pytest.raises(ValueError, match='exactly one'):
@@ -337,13 +342,16 @@ def test_calibrate_hits_targets(target):
     # the recorded settings reproduce the selection
     again = select_trpts(scores, s['m_percent'], s['c_min'])
     assert again.layers == result.layers
-    assert all(torch.equal(again.indices[n], result.indices[n])
-               for n in scores)
+    assert all(
+        torch.equal(again.indices[n], result.indices[n]) for n in scores)
 
 
 @pytest.mark.parametrize('kwargs', [
-    dict(weight='sum'), dict(weight='count', rounding='floor'),
-    dict(c_max=4), dict(groups='blocks')])
+    dict(weight='sum'),
+    dict(weight='count', rounding='floor'),
+    dict(c_max=4),
+    dict(groups='blocks')
+])
 def test_calibrate_with_options(kwargs):
     scores = _random_scores(_toy_vit_shapes(), seed=1)
     if kwargs.get('groups') == 'blocks':
@@ -439,8 +447,13 @@ def test_to_dict_round_trip(tmp_path):
 
 
 def _corrupt(data: dict, how: str) -> dict:
-    data = dict(data, indices=dict(data['indices']),
-                layers={n: dict(i) for n, i in data['layers'].items()})
+    data = dict(
+        data,
+        indices=dict(data['indices']),
+        layers={
+            n: dict(i)
+            for n, i in data['layers'].items()
+        })
     if how == 'format':
         data['format'] = 'other'
     elif how == 'no-settings':
@@ -460,11 +473,14 @@ def _corrupt(data: dict, how: str) -> dict:
     return data
 
 
-@pytest.mark.parametrize('how,match', [
-    ('format', 'format'), ('no-settings', 'settings'),
-    ('float-indices', 'int32/int64'), ('out-of-range', 'out of range'),
-    ('unsorted', 'ascending'), ('count', 'selected'), ('shape', 'shape'),
-    ('names', 'different matrices')])
+@pytest.mark.parametrize('how,match', [('format', 'format'),
+                                       ('no-settings', 'settings'),
+                                       ('float-indices', 'int32/int64'),
+                                       ('out-of-range', 'out of range'),
+                                       ('unsorted', 'ascending'),
+                                       ('count', 'selected'),
+                                       ('shape', 'shape'),
+                                       ('names', 'different matrices')])
 def test_from_dict_rejects_malformed(how, match):
     data = select_trpts(_hand_scores(), 9).to_dict()
     with pytest.raises(ValueError, match=match):
@@ -496,8 +512,10 @@ def test_calibrate_vit_b_scale():
     """
     shapes = _vit_b_shapes(12)
     gen = torch.Generator().manual_seed(0)
-    scores = {n: torch.rand(s, generator=gen).pow(6) * (1 + i % 7)
-              for i, (n, s) in enumerate(shapes.items())}
+    scores = {
+        n: torch.rand(s, generator=gen).pow(6) * (1 + i % 7)
+        for i, (n, s) in enumerate(shapes.items())
+    }
     assert sum(s.numel() for s in scores.values()) == 85524480
     rows = sum(s[0] for s in shapes.values())
     assert rows == 83712
@@ -506,11 +524,10 @@ def test_calibrate_vit_b_scale():
     result = calibrate_trpts(scores, target)
     assert abs(result.num_selected - target) <= .05 * target
     assert result.settings['predicted_entries'] == result.num_selected
-    assert result.num_selected == sum(
-        i['c'] * i['rows'] for i in result.layers.values())
+    assert result.num_selected == sum(i['c'] * i['rows']
+                                      for i in result.layers.values())
     for name, info in result.layers.items():
         idx = result.indices[name]
         assert idx.numel() == info['c'] * info['rows']
-        per_row = torch.bincount(idx // info['cols'],
-                                 minlength=info['rows'])
+        per_row = torch.bincount(idx // info['cols'], minlength=info['rows'])
         assert bool((per_row == info['c']).all())

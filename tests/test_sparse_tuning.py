@@ -27,8 +27,11 @@ from mmtrpts.models.utils import keep_fuse, num_kept
 
 #: 12 tiny blocks, so the reference's (3, 6, 9) fits: 16 patches ->
 #: 17 -> 14 -> 12 -> 10 tokens.
-TINY12 = dict(arch=dict(embed_dims=32, num_layers=12, num_heads=2,
-                        feedforward_channels=64), img_size=32, patch_size=8)
+TINY12 = dict(
+    arch=dict(
+        embed_dims=32, num_layers=12, num_heads=2, feedforward_channels=64),
+    img_size=32,
+    patch_size=8)
 TINY_TOKENS = [17] * 3 + [14] * 3 + [12] * 3 + [10] * 3
 VIT_B = dict(arch='b', img_size=224, patch_size=16)
 SPARSE_CONFIGS = sorted(
@@ -51,19 +54,26 @@ def _randomise_adapters(backbone: SparseTuningViT, seed: int = 0) -> None:
             param.normal_(std=0.1)
 
 
-def _classifier(backbone: dict, num_classes: int = 100,
+def _classifier(backbone: dict,
+                num_classes: int = 100,
                 in_channels: int = 768):
     return MODELS.build(
-        dict(type='ImageClassifier', backbone=backbone,
-             head=dict(type='BNLinearClsHead', num_classes=num_classes,
-                       in_channels=in_channels)))
+        dict(
+            type='ImageClassifier',
+            backbone=backbone,
+            head=dict(
+                type='BNLinearClsHead',
+                num_classes=num_classes,
+                in_channels=in_channels)))
 
 
 def _adapter_token_counts(backbone, image):
     counts = []
-    hooks = [a.register_forward_hook(
-        lambda m, args, out: counts.append(out.shape[1]))
-        for a in backbone.adapters]
+    hooks = [
+        a.register_forward_hook(
+            lambda m, args, out: counts.append(out.shape[1]))
+        for a in backbone.adapters
+    ]
     with torch.no_grad():
         backbone(image)
     for hook in hooks:
@@ -74,10 +84,12 @@ def _adapter_token_counts(backbone, image):
 # -- adapters and the stage plan ---------------------------------------------
 def test_stage_sum_adapter_sizes_zero_init_and_formula():
     adapter = StageSumAdapter(768)
-    sizes = {name: sum(p.numel() for p in m.parameters())
-             for name, m in adapter.named_children()}
-    assert sizes == dict(down1=49216, down2=2080, up1=2112, down3=6208,
-                         up2=49920)
+    sizes = {
+        name: sum(p.numel() for p in m.parameters())
+        for name, m in adapter.named_children()
+    }
+    assert sizes == dict(
+        down1=49216, down2=2080, up1=2112, down3=6208, up2=49920)
     assert sum(sizes.values()) == 109536
     x = torch.randn(2, 5, 768)
     assert torch.equal(adapter(x), torch.zeros(2, 5, 768))
@@ -100,8 +112,7 @@ def test_paper_adapter_one_down_projection_per_input():
     with torch.no_grad():
         adapter.up.weight.normal_()
     hidden = sum(d(t) for d, t in zip(adapter.down, [x, *earlier]))
-    torch.testing.assert_close(adapter(x, earlier),
-                               adapter.up(F.relu(hidden)))
+    torch.testing.assert_close(adapter(x, earlier), adapter.up(F.relu(hidden)))
     with pytest.raises(ValueError, match='expected 2 earlier'):
         adapter(x, earlier[:1])
 
@@ -168,8 +179,8 @@ def test_stage_sum_forward_matches_the_reference_loop():
     _randomise_adapters(model)
     image = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model(image)[0],
-                                   _reference_stage_sums(model, image))
+        torch.testing.assert_close(
+            model(image)[0], _reference_stage_sums(model, image))
     assert _adapter_token_counts(model, image) == TINY_TOKENS
 
 
@@ -179,12 +190,15 @@ def test_zero_adapters_leave_only_the_re_added_embeddings():
     one extra residual -- not the plain backbone."""
     torch.manual_seed(0)
     model = SparseTuningViT(**TINY12)
-    plain = TokenKeepFuseViT(**TINY12, keep_rate=0.7, keep_layers=(3, 6, 9),
-                             keep_round='ceil', fuse='sum')
-    missing, unexpected = plain.load_state_dict(model.state_dict(),
-                                                strict=False)
-    assert missing == [] and all(k.startswith('adapters.')
-                                 for k in unexpected)
+    plain = TokenKeepFuseViT(
+        **TINY12,
+        keep_rate=0.7,
+        keep_layers=(3, 6, 9),
+        keep_round='ceil',
+        fuse='sum')
+    missing, unexpected = plain.load_state_dict(
+        model.state_dict(), strict=False)
+    assert missing == [] and all(k.startswith('adapters.') for k in unexpected)
     image = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ours, without = model(image)[0], plain(image)[0]
@@ -206,13 +220,17 @@ def test_zero_adapters_leave_only_the_re_added_embeddings():
 def test_paper_variant_zero_init_equals_token_keep_fuse_vit():
     torch.manual_seed(0)
     model = SparseTuningViT(**TINY12, dense='paper')
-    plain = TokenKeepFuseViT(**TINY12, keep_rate=0.7, keep_layers=(3, 6, 9),
-                             keep_round='ceil', fuse='sum')
+    plain = TokenKeepFuseViT(
+        **TINY12,
+        keep_rate=0.7,
+        keep_layers=(3, 6, 9),
+        keep_round='ceil',
+        fuse='sum')
     plain.load_state_dict(model.state_dict(), strict=False)
     image = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(model(image)[0], plain(image)[0],
-                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            model(image)[0], plain(image)[0], rtol=0, atol=1e-6)
 
 
 def test_paper_variant_reads_earlier_adapters_through_the_same_selection():
@@ -251,8 +269,10 @@ def test_paper_variant_reads_earlier_adapters_through_the_same_selection():
 @pytest.mark.parametrize('dense', ['stage_sum', 'paper'])
 def test_gradient_reaches_only_the_adapters_and_the_head(dense):
     torch.manual_seed(0)
-    model = _classifier(dict(type='SparseTuningViT', dense=dense, **TINY12),
-                        num_classes=5, in_channels=32)
+    model = _classifier(
+        dict(type='SparseTuningViT', dense=dense, **TINY12),
+        num_classes=5,
+        in_channels=32)
     _randomise_adapters(model.backbone)
     logits = model(torch.randn(4, 3, 32, 32), mode='tensor')
     F.cross_entropy(logits, torch.tensor([0, 1, 2, 3])).backward()
@@ -268,8 +288,8 @@ def test_gradient_reaches_only_the_adapters_and_the_head(dense):
 
 def test_trainable_set_is_fixed_at_construction():
     """DDP safety: nothing after ``__init__`` changes ``requires_grad``."""
-    model = _classifier(dict(type='SparseTuningViT', **TINY12),
-                        num_classes=5, in_channels=32)
+    model = _classifier(
+        dict(type='SparseTuningViT', **TINY12), num_classes=5, in_channels=32)
 
     def trainable():
         return {n: p.requires_grad for n, p in model.named_parameters()}
@@ -285,9 +305,12 @@ def test_trainable_set_is_fixed_at_construction():
     with model.backbone.token_selection_disabled():
         model(torch.randn(2, 3, 32, 32), mode='tensor')
     assert trainable() == at_construction
-    assert {n for n, t in at_construction.items() if t} == {
-        n for n, _ in model.named_parameters()
-        if n.startswith(('backbone.adapters.', 'head.'))}
+    assert {n
+            for n, t in at_construction.items() if t} == {
+                n
+                for n, _ in model.named_parameters()
+                if n.startswith(('backbone.adapters.', 'head.'))
+            }
 
 
 # -- head --------------------------------------------------------------------
@@ -299,8 +322,8 @@ def test_bn_linear_head():
     assert not head.fc.bias.any() and head.fc.weight.std() < 0.02
     feats = (torch.randn(16, 32) * 5 + 3, )
     normed = head.pre_logits(feats)
-    torch.testing.assert_close(normed.mean(0), torch.zeros(32), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        normed.mean(0), torch.zeros(32), atol=1e-5, rtol=0)
     assert head(feats).shape == (16, 10)
     plain = BNLinearClsHead(num_classes=10, in_channels=32, with_bn=False)
     assert plain.bn is None and plain.pre_logits(feats) is feats[-1]
@@ -334,9 +357,14 @@ def test_vit_b_defaults_tokens_and_trainable_parameters(vit_b):
 def test_vit_b_gflops_between_pruned_and_dense(vit_b):
     ours = count_flops(vit_b, backbone_only=True)
     no_adapters = count_flops(
-        _classifier(dict(type='TokenKeepFuseViT', keep_rate=0.7,
-                         keep_layers=(3, 6, 9), keep_round='ceil',
-                         fuse='sum', **VIT_B)),
+        _classifier(
+            dict(
+                type='TokenKeepFuseViT',
+                keep_rate=0.7,
+                keep_layers=(3, 6, 9),
+                keep_round='ceil',
+                fuse='sum',
+                **VIT_B)),
         backbone_only=True)
     print(f'\nSparse-Tuning ViT-B/16 @224, rho 0.7 @ 3,6,9: '
           f'{ours / 1e9:.3f} GFLOPs; without adapters '
@@ -366,10 +394,11 @@ def test_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
         == num_classes
     backbone = cfg.model.backbone
     assert (backbone.type, backbone.keep_rate, backbone.keep_layers,
-            backbone.keep_round, backbone.fuse, backbone.dense) == (
-                'SparseTuningViT', 0.7, (3, 6, 9), 'ceil', 'sum', 'stage_sum')
-    assert (cfg.model.head.type, cfg.model.head.with_bn) == (
-        'BNLinearClsHead', True)
+            backbone.keep_round, backbone.fuse,
+            backbone.dense) == ('SparseTuningViT', 0.7, (3, 6, 9), 'ceil',
+                                'sum', 'stage_sum')
+    assert (cfg.model.head.type, cfg.model.head.with_bn) == ('BNLinearClsHead',
+                                                             True)
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert cfg.optim_wrapper.optimizer.weight_decay == 0
     assert cfg.train_cfg.max_epochs == 100
@@ -387,10 +416,12 @@ def test_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
     runner.train()
     assert runner.iter == 2  # 4 images, batch 2, one epoch
     assert 0 <= runner.test()['accuracy/top1'] <= 100
-    trainable = {n for n, p in runner.model.named_parameters()
-                 if p.requires_grad}
-    assert trainable and all(n.startswith(('backbone.adapters.', 'head.'))
-                             for n in trainable)
+    trainable = {
+        n
+        for n, p in runner.model.named_parameters() if p.requires_grad
+    }
+    assert trainable and all(
+        n.startswith(('backbone.adapters.', 'head.')) for n in trainable)
 
 
 def test_embedded_config_learns_a_generated_task(mini_vtab, tmp_path):

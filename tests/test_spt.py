@@ -23,8 +23,8 @@ from mmtrpts.selection.spt_allocation import (is_scored, spt_units,
                                               unit_threshold,
                                               validate_allocation)
 
-TINY_ARCH = dict(embed_dims=32, num_layers=2, num_heads=2,
-                 feedforward_channels=64)
+TINY_ARCH = dict(
+    embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
 VIT = dict(arch=TINY_ARCH, img_size=32, patch_size=4)
 MERGE_TOOL = osp.join(REPO, 'tools', 'model_converters', 'merge_spt.py')
 SPT_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'spt', '*.py')))
@@ -37,8 +37,10 @@ def _shapes(**vit):
     """Shapes of the tensors SPT scores (no memory: meta device)."""
     with torch.device('meta'):
         backbone = MODELS.build(dict(type='VisionTransformer', **vit))
-    return {n: list(p.shape) for n, p in backbone.named_parameters()
-            if is_scored(n)}
+    return {
+        n: list(p.shape)
+        for n, p in backbone.named_parameters() if is_scored(n)
+    }
 
 
 def _plan(shapes, structured_type, structured, unstructured, full):
@@ -46,8 +48,7 @@ def _plan(shapes, structured_type, structured, unstructured, full):
     units = spt_units(shapes)
     plan = {}
     for name in structured + full:
-        plan[name] = unit_threshold(units[name], structured_type, 8, 10,
-                                    5)[0]
+        plan[name] = unit_threshold(units[name], structured_type, 8, 10, 5)[0]
     plan.update(unstructured)
     return plan
 
@@ -59,17 +60,21 @@ def tiny_file(request, tmp_path_factory):
     two LayerNorms; full vectors incl. one qkv-bias slice."""
     structured_type = request.param
     plan = _plan(
-        _shapes(**VIT), structured_type,
-        structured=['layers.0.attn.qkv.weight[q]',
-                    'layers.0.attn.qkv.weight[v]',
-                    'layers.0.attn.proj.weight',
-                    'layers.1.ffn.layers.1.weight'],
-        unstructured={'layers.0.attn.qkv.weight[k]': 10,
-                      'layers.0.ffn.layers.0.0.weight': 20,
-                      'layers.1.ln2.weight': 3, 'ln1.weight': 2},
+        _shapes(**VIT),
+        structured_type,
+        structured=[
+            'layers.0.attn.qkv.weight[q]', 'layers.0.attn.qkv.weight[v]',
+            'layers.0.attn.proj.weight', 'layers.1.ffn.layers.1.weight'
+        ],
+        unstructured={
+            'layers.0.attn.qkv.weight[k]': 10,
+            'layers.0.ffn.layers.0.0.weight': 20,
+            'layers.1.ln2.weight': 3,
+            'ln1.weight': 2
+        },
         full=['layers.1.attn.qkv.bias[k]', 'layers.1.ln1.bias'])
-    allocation, _ = allocate_planted(_shapes(**VIT), plan, structured_type,
-                                     cls_token=32)
+    allocation, _ = allocate_planted(
+        _shapes(**VIT), plan, structured_type, cls_token=32)
     path = str(tmp_path_factory.mktemp('spt') / f'{structured_type}.pth')
     torch.save(allocation, path)
     return path, allocation
@@ -77,9 +82,13 @@ def tiny_file(request, tmp_path_factory):
 
 def _spt(path, structured_type, **kwargs):
     torch.manual_seed(0)
-    return MODELS.build(dict(type='SPTViT', sensitivity_file=path,
-                             structured_type=structured_type, **VIT,
-                             **kwargs))
+    return MODELS.build(
+        dict(
+            type='SPTViT',
+            sensitivity_file=path,
+            structured_type=structured_type,
+            **VIT,
+            **kwargs))
 
 
 def _randomise_branches(model, seed=1):
@@ -107,12 +116,14 @@ def test_sptvit_structure_trainability_and_counts(tiny_file):
         (structured_type == 'lora')
     assert isinstance(qkv.branches['q'].dropout, torch.nn.Dropout)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    in_place = {'cls_token', 'layers.0.attn.qkv.weight',
-                'layers.0.ffn.layers.0.0.weight', 'layers.1.ln2.weight',
-                'ln1.weight', 'layers.1.attn.qkv.bias', 'layers.1.ln1.bias'}
+    in_place = {
+        'cls_token', 'layers.0.attn.qkv.weight',
+        'layers.0.ffn.layers.0.0.weight', 'layers.1.ln2.weight', 'ln1.weight',
+        'layers.1.attn.qkv.bias', 'layers.1.ln1.bias'
+    }
     assert {n for n in trainable if '.spt_' not in n} == in_place
-    assert set(model.masked_indices) == in_place - {'cls_token',
-                                                    'layers.1.ln1.bias'}
+    assert set(
+        model.masked_indices) == in_place - {'cls_token', 'layers.1.ln1.bias'}
     assert torch.equal(model.masked_indices['layers.1.attn.qkv.bias'],
                        torch.arange(32, 64))
     count = sum(p.numel() for n, p in model.named_parameters()
@@ -122,8 +133,11 @@ def test_sptvit_structure_trainability_and_counts(tiny_file):
     # Zero-initialised B / up-projections: the function is unchanged.
     model.init_weights()
     plain = MODELS.build(dict(type='VisionTransformer', **VIT))
-    plain.load_state_dict({k: v for k, v in model.state_dict().items()
-                           if '.spt_' not in k and 'spt_checksum' not in k})
+    plain.load_state_dict({
+        k: v
+        for k, v in model.state_dict().items()
+        if '.spt_' not in k and 'spt_checksum' not in k
+    })
     model.eval()
     plain.eval()
     x = torch.randn(2, 3, 32, 32)
@@ -134,8 +148,9 @@ def test_lora_merge_round_trip(tiny_file, tmp_path):
     path, allocation = tiny_file
     if allocation['settings']['structured_type'] == 'adapter':
         model = _spt(path, 'adapter')
-        with pytest.raises(ValueError, match='SPT-Adapter weights cannot be '
-                           'merged'):
+        with pytest.raises(
+                ValueError, match='SPT-Adapter weights cannot be '
+                'merged'):
             merge_spt_lora(model.state_dict())
         return
     model = _spt(path, 'lora')
@@ -149,23 +164,29 @@ def test_lora_merge_round_trip(tiny_file, tmp_path):
 
     # The tool, on a classifier checkpoint: loads strictly without mmtrpts.
     head = dict(type='LinearClsHead', num_classes=3, in_channels=32)
-    classifier = MODELS.build(dict(
-        type='ImageClassifier', head=head,
-        backbone=dict(type='SPTViT', sensitivity_file=path, **VIT)))
+    classifier = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            head=head,
+            backbone=dict(type='SPTViT', sensitivity_file=path, **VIT)))
     _randomise_branches(classifier.backbone)
     checkpoint, merged = str(tmp_path / 'spt.pth'), str(tmp_path / 'm.pth')
     torch.save(dict(meta={}, state_dict=classifier.state_dict()), checkpoint)
     _run_merge_tool(checkpoint, merged)
-    target = MODELS.build(dict(
-        type='ImageClassifier', head=head,
-        backbone=dict(type='VisionTransformer', **VIT)))
+    target = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            head=head,
+            backbone=dict(type='VisionTransformer', **VIT)))
     target.load_state_dict(
         torch.load(merged, weights_only=True)['state_dict'], strict=True)
     classifier.eval()
     target.eval()
-    torch.testing.assert_close(target(x, mode='tensor'),
-                               classifier(x, mode='tensor'), atol=1e-5,
-                               rtol=0)
+    torch.testing.assert_close(
+        target(x, mode='tensor'),
+        classifier(x, mode='tensor'),
+        atol=1e-5,
+        rtol=0)
 
 
 def _run_merge_tool(*args):
@@ -181,12 +202,14 @@ def test_merge_tool_refuses_the_adapter_variant(tiny_file, tmp_path):
     path, allocation = tiny_file
     if allocation['settings']['structured_type'] == 'lora':
         with pytest.raises(ValueError, match='not an SPT state dict'):
-            merge_spt_lora(MODELS.build(dict(type='VisionTransformer',
-                                             **VIT)).state_dict())
+            merge_spt_lora(
+                MODELS.build(dict(type='VisionTransformer',
+                                  **VIT)).state_dict())
         return
     checkpoint = str(tmp_path / 'adapter.pth')
-    torch.save(dict(meta={}, state_dict=_spt(path, 'adapter').state_dict()),
-               checkpoint)
+    torch.save(
+        dict(meta={}, state_dict=_spt(path, 'adapter').state_dict()),
+        checkpoint)
     with pytest.raises(SystemExit, match='spt_adapter.*cannot be merged'):
         _run_merge_tool(checkpoint, str(tmp_path / 'out.pth'))
 
@@ -195,26 +218,34 @@ def test_unstructured_entries_update_exactly(tiny_file):
     path, allocation = tiny_file
     structured_type = allocation['settings']['structured_type']
     torch.manual_seed(0)
-    model = MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='SPTViT', sensitivity_file=path,
-                      structured_type=structured_type, **VIT),
-        head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
+    model = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='SPTViT',
+                sensitivity_file=path,
+                structured_type=structured_type,
+                **VIT),
+            head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
     model.init_weights()
     schedule = Config.fromfile(SCHEDULE)
     # Strong decay: it must never reach a frozen entry.
-    wrapper = build_optim_wrapper(model, dict(
-        schedule.optim_wrapper,
-        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.5)))
+    wrapper = build_optim_wrapper(
+        model,
+        dict(
+            schedule.optim_wrapper,
+            optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.5)))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     gen = torch.Generator().manual_seed(2)
     for _ in range(3):
         x = torch.randn(4, 3, 32, 32, generator=gen)
-        loss = F.cross_entropy(model(x, mode='tensor'),
-                               torch.randint(0, 3, (4, ), generator=gen))
+        loss = F.cross_entropy(
+            model(x, mode='tensor'), torch.randint(0, 3, (4, ), generator=gen))
         wrapper.update_params(loss)
-    masked = {f'backbone.{n}': i
-              for n, i in model.backbone.masked_indices.items()}
+    masked = {
+        f'backbone.{n}': i
+        for n, i in model.backbone.masked_indices.items()
+    }
     for name, param in model.named_parameters():
         after, start = param.detach().view(-1), before[name].view(-1)
         if name in masked:
@@ -231,31 +262,41 @@ def test_unstructured_entries_update_exactly(tiny_file):
     # O(K) optimizer state: two AdamW moments per updated entry.
     assert wrapper.state_numel() == 2 * wrapper.num_updated()
     assert wrapper.num_updated() == allocation['counts']['total'] + 3 * 33
-    decay = {id(p): g['weight_decay'] for g in wrapper.param_groups
-             for p in g['params']}
+    decay = {
+        id(p): g['weight_decay']
+        for g in wrapper.param_groups
+        for p in g['params']
+    }
     names = {id(p): n for n, p in model.named_parameters()}
     leaves = {names[id(param)]: leaf for param, leaf, _ in wrapper._entries}
     assert decay[id(leaves['backbone.layers.0.attn.qkv.weight'])] == 0
     assert decay[id(model.backbone.cls_token)] == 0
     assert decay[id(model.head.fc.weight)] == 0.5
     branch = model.backbone.layers[0].attn.qkv.branches['q']
-    assert decay[id(branch.down if structured_type == 'lora' else
-                    branch.down.weight)] == 0.5
+    assert decay[id(branch.down if structured_type ==
+                    'lora' else branch.down.weight)] == 0.5
 
 
 def test_mismatched_files_and_checkpoints_are_refused(tiny_file, tmp_path):
     path, allocation = tiny_file
     structured_type = allocation['settings']['structured_type']
     other = 'adapter' if structured_type == 'lora' else 'lora'
-    with pytest.raises(ValueError, match=f'{re.escape(path)}: settings.'
-                       f"structured_type is '{structured_type}'"):
+    with pytest.raises(
+            ValueError,
+            match=f'{re.escape(path)}: settings.'
+            f"structured_type is '{structured_type}'"):
         _spt(path, other)
     with pytest.raises(ValueError, match='settings.rank is 8'):
         _spt(path, structured_type, rank=4)
     with pytest.raises(ValueError, match='made for other scored tensors'):
-        MODELS.build(dict(type='SPTViT', sensitivity_file=path,
-                          structured_type=structured_type, img_size=32,
-                          patch_size=4, arch=dict(TINY_ARCH, num_layers=3)))
+        MODELS.build(
+            dict(
+                type='SPTViT',
+                sensitivity_file=path,
+                structured_type=structured_type,
+                img_size=32,
+                patch_size=4,
+                arch=dict(TINY_ARCH, num_layers=3)))
     with pytest.raises(FileNotFoundError, match='compute_sensitivity.py'):
         _spt(str(tmp_path / 'missing.pth'), structured_type)
     state = _spt(path, structured_type).state_dict()
@@ -271,20 +312,25 @@ def test_vit_b_counts_equal_the_spec_formulas(tmp_path):
     -> structured incl. vectors 356,352, total 380,909."""
     vit_b = dict(arch='b', img_size=224, patch_size=16)
     shapes = _shapes(**vit_b)
-    structured = (
-        [f'layers.{i}.attn.qkv.weight[v]' for i in range(4)] +
-        [f'layers.{i}.attn.proj.weight' for i in range(3)] +
-        [f'layers.{i}.ffn.layers.0.0.weight' for i in range(4)] +
-        [f'layers.{i}.ffn.layers.1.weight' for i in range(3)])
-    vectors = [n for n, u in spt_units(shapes).items()
-               if u.kind == 'vector' and u.numel == 768]
-    unstructured = {f'layers.{i}.attn.qkv.weight[q]': 1228
-                    for i in range(12)}
-    unstructured.update({f'layers.{i}.attn.qkv.weight[k]': 750
-                         for i in range(12)})
+    structured = ([f'layers.{i}.attn.qkv.weight[v]' for i in range(4)] +
+                  [f'layers.{i}.attn.proj.weight' for i in range(3)] +
+                  [f'layers.{i}.ffn.layers.0.0.weight' for i in range(4)] +
+                  [f'layers.{i}.ffn.layers.1.weight' for i in range(3)])
+    vectors = [
+        n for n, u in spt_units(shapes).items()
+        if u.kind == 'vector' and u.numel == 768
+    ]
+    unstructured = {f'layers.{i}.attn.qkv.weight[q]': 1228 for i in range(12)}
+    unstructured.update(
+        {f'layers.{i}.attn.qkv.weight[k]': 750
+         for i in range(12)})
     unstructured['layers.10.ln2.weight'] = 53  # below 154: sparse LN
-    plan = _plan(shapes, 'lora', structured, unstructured,
-                 full=vectors[:68] + ['layers.0.ffn.layers.0.0.bias'])
+    plan = _plan(
+        shapes,
+        'lora',
+        structured,
+        unstructured,
+        full=vectors[:68] + ['layers.0.ffn.layers.0.0.bias'])
     allocation, _ = allocate_planted(shapes, plan, 'lora', cls_token=768)
     counts = allocation['counts']
     assert len(allocation['structured']) == 14
@@ -296,8 +342,8 @@ def test_vit_b_counts_equal_the_spec_formulas(tmp_path):
     path = str(tmp_path / 'vit-b.pth')
     torch.save(allocation, path)
     with torch.device('meta'):  # counts only: no memory for the weights
-        model = MODELS.build(dict(type='SPTViT', sensitivity_file=path,
-                                  **vit_b))
+        model = MODELS.build(
+            dict(type='SPTViT', sensitivity_file=path, **vit_b))
     lora = sum(p.numel() for n, p in model.named_parameters()
                if '.spt_lora.' in n)
     full = sum(p.numel() for n, p in model.named_parameters()
@@ -317,35 +363,48 @@ def test_sensitivity_tool_then_ddp_train_and_resume(tmp_path, mini_vtab):
     wrapper from the checkpoint."""
     out = str(tmp_path / 'sensitivity.pth')
     config = write_tiny_config(
-        str(tmp_path / 'cfg.py'), mini_vtab, base=EMBEDDED, max_epochs=2,
+        str(tmp_path / 'cfg.py'),
+        mini_vtab,
+        base=EMBEDDED,
+        max_epochs=2,
         batch_size=4,
         extra=f"model['backbone']['sensitivity_file'] = '{out}'\n"
         'sensitivity_cfg = dict(tau_step=50, max_batches=2, batch_size=16)')
-    proc = run_tool([PYTHON, osp.join(REPO, 'tools', 'compute_sensitivity.py'),
-                     config, '--budget', '0.004', '--mode', 'train'])
+    proc = run_tool([
+        PYTHON,
+        osp.join(REPO, 'tools', 'compute_sensitivity.py'), config, '--budget',
+        '0.004', '--mode', 'train'
+    ])
     assert_ok(proc)
-    assert re.search(r'32 samples in 2 batches \(train mode\); SPT lora '
-                     r'allocation: total [\d,]+ \(target 4,000', proc.stdout)
+    assert re.search(
+        r'32 samples in 2 batches \(train mode\); SPT lora '
+        r'allocation: total [\d,]+ \(target 4,000', proc.stdout)
     allocation = torch.load(out, weights_only=True)
     validate_allocation(allocation, source=out)
     assert allocation['structured'] and allocation['unstructured']
 
     work = str(tmp_path / 'work')
-    proc = run_tool(['bash', osp.join(REPO, 'tools', 'dist_train.sh'), config,
-                     '2', '--work-dir', work],
+    proc = run_tool([
+        'bash',
+        osp.join(REPO, 'tools', 'dist_train.sh'), config, '2', '--work-dir',
+        work
+    ],
                     env_extra=dict(PORT='29547', PYTHON=PYTHON))
     assert_ok(proc)
     assert 'Epoch(train) [2][8/8]' in proc.stdout + proc.stderr
-    resumed = run_tool([PYTHON, osp.join(REPO, 'tools', 'train.py'), config,
-                        '--work-dir', work, '--resume', '--cfg-options',
-                        'train_cfg.max_epochs=3'])
+    resumed = run_tool([
+        PYTHON,
+        osp.join(REPO, 'tools', 'train.py'), config, '--work-dir', work,
+        '--resume', '--cfg-options', 'train_cfg.max_epochs=3'
+    ])
     assert_ok(resumed)
     log = resumed.stdout + resumed.stderr
     assert 'resumed epoch: 2' in log
     assert re.search(r'SPT \(lora, .*sensitivity.pth\): backbone structured',
                      log)
-    first, second = (torch.load(osp.join(work, f'epoch_{e}.pth'),
-                                weights_only=False) for e in (2, 3))
+    first, second = (
+        torch.load(osp.join(work, f'epoch_{e}.pth'), weights_only=False)
+        for e in (2, 3))
     selection = second['optimizer']['masked_selection']
     assert selection['checksum'] == \
         first['optimizer']['masked_selection']['checksum']
@@ -372,8 +431,8 @@ def test_spt_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
     assert backbone.sensitivity_file == \
         f'data/sensitivity/spt-{structured_type}_{token}_0.4M.pth'
     assert cfg.sensitivity_cfg.budget == 0.4
-    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-3,
-                                               weight_decay=1e-4)
+    assert cfg.optim_wrapper.optimizer == dict(
+        type='AdamW', lr=1e-3, weight_decay=1e-4)
     assert cfg.train_dataloader.batch_size * 8 == 64 == \
         cfg.auto_scale_lr.base_batch_size
     assert cfg.data_preprocessor.mean == [123.675, 116.28, 103.53]
@@ -382,12 +441,15 @@ def test_spt_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
     assert cfg.train_cfg.max_epochs == 100
 
     dataset_type = cfg.train_dataloader.dataset.type
-    cfg.merge_from_dict(tiny_smoke_options(dataset_type, benchmark_roots,
-                                           str(tmp_path)))
+    cfg.merge_from_dict(
+        tiny_smoke_options(dataset_type, benchmark_roots, str(tmp_path)))
     cfg.log_level = 'WARNING'
     allocation = compute_sensitivity(
-        cfg, out=str(tmp_path / 'sensitivity.pth'), max_batches=1,
-        batch_size=4, progress=False)
+        cfg,
+        out=str(tmp_path / 'sensitivity.pth'),
+        max_batches=1,
+        batch_size=4,
+        progress=False)
     assert allocation['settings']['structured_type'] == structured_type
     assert allocation['structured']
     runner = Runner.from_cfg(cfg)
@@ -403,8 +465,10 @@ def test_embedded_config_learns_a_task(tmp_path):
     full fine-tuning reaches 22-31%), random-init tiny ViT, 6 epochs:
     well above chance (1/6)."""
     data_root = str(tmp_path / 'data')
-    write_benchmark(data_root, tasks=('texture', ),
-                    sizes=dict(train800=320, val200=80, test=160))
+    write_benchmark(
+        data_root,
+        tasks=('texture', ),
+        sizes=dict(train800=320, val200=80, test=160))
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'embedded', EMBEDDED))
     set_task(cfg, 'texture', 6, data_root=data_root)
     cfg.model.backbone.update(arch=TINY_ARCH, init_cfg=None)
@@ -414,11 +478,14 @@ def test_embedded_config_learns_a_task(tmp_path):
     cfg.optim_wrapper.optimizer.lr = 1e-2  # random init: a higher lr
     cfg.work_dir = str(tmp_path)
     cfg.log_level = 'WARNING'
-    compute_sensitivity(cfg, out=str(tmp_path / 'texture.pth'),
-                        progress=False, budget=0.004, tau_step=50,
-                        max_batches=4)
-    assert cfg.model.backbone.sensitivity_file == str(tmp_path /
-                                                      'texture.pth')
+    compute_sensitivity(
+        cfg,
+        out=str(tmp_path / 'texture.pth'),
+        progress=False,
+        budget=0.004,
+        tau_step=50,
+        max_batches=4)
+    assert cfg.model.backbone.sensitivity_file == str(tmp_path / 'texture.pth')
     runner = Runner.from_cfg(cfg)
     runner.train()
     assert runner.test()['accuracy/top1'] > 40  # 60.0 measured

@@ -12,14 +12,14 @@ from mmtrpts.analysis.token_benchmark import (COLUMNS, default_settings,
 
 BENCH = osp.join(REPO, 'tools', 'benchmarks', 'token_selection.py')
 TINY = [
-    '--embed-dims', '64', '--depth', '6', '--heads', '4', '--img-size',
-    '32', '--patch', '4', '--batch', '4', '--runs', '4',
-    '--keep-layers', '1,3,5', '--num-classes', '10', '--device', 'cpu'
+    '--embed-dims', '64', '--depth', '6', '--heads', '4', '--img-size', '32',
+    '--patch', '4', '--batch', '4', '--runs', '4', '--keep-layers', '1,3,5',
+    '--num-classes', '10', '--device', 'cpu'
 ]
 
 
-def _rule_tokens(patches: int, rate: str, layers, rounding: str,
-                 fused: bool, depth: int) -> int:
+def _rule_tokens(patches: int, rate: str, layers, rounding: str, fused: bool,
+                 depth: int) -> int:
     """Token count after the last block, from the keep rule itself."""
     candidates = patches
     for i in range(depth):

@@ -12,8 +12,7 @@ from mmpretrain.registry import MODELS
 from conftest import PYTHON, REPO, assert_ok, run_tool
 from mmtrpts.analysis.token_visualization import (DROPPED, FUSED, KEPT,
                                                   draw_token_grid,
-                                                  patch_states,
-                                                  render_states)
+                                                  patch_states, render_states)
 
 TOOL = osp.join(REPO, 'tools', 'visualize_tokens.py')
 BASE = osp.join(REPO, 'configs', 'embedded', 'vit-tiny_full-ft_mini-vtab.py')
@@ -42,15 +41,15 @@ def tiny_run(tmp_path_factory):
         images.append(path)
     run = dict(images=images, root=root)
     for name, backbone in [
-            ('select', "dict(type='TokenKeepFuseViT', keep_rate=0.7, "
-             'keep_layers=(1, 3), init_cfg=None)'),
-            ('plain', "dict(type='TokenKeepFuseViT', init_cfg=None)")]:
+        ('select', "dict(type='TokenKeepFuseViT', keep_rate=0.7, "
+         'keep_layers=(1, 3), init_cfg=None)'),
+        ('plain', "dict(type='TokenKeepFuseViT', init_cfg=None)")
+    ]:
         config = _write_config(str(root / f'{name}.py'), backbone)
         torch.manual_seed(0)
         model = MODELS.build(Config.fromfile(config).model)
         checkpoint = str(root / f'{name}.pth')
-        torch.save({'meta': {}, 'state_dict': model.state_dict()},
-                   checkpoint)
+        torch.save({'meta': {}, 'state_dict': model.state_dict()}, checkpoint)
         run[name] = (config, checkpoint)
     return run
 
@@ -61,12 +60,14 @@ def test_patch_states_kept_fused_and_earlier_fused_tokens():
     # five tokens -- including the earlier fused one (now token 3) -- and
     # fuses patches 2 and 5 into its own fused token 4.
     records = [
-        dict(layer=2, num_tokens=6,
-             assignment=torch.tensor([[1, 5, 2, 3, 5, 4],
-                                      [5, 1, 2, 3, 4, 5]])),
-        dict(layer=4, num_tokens=5,
-             assignment=torch.tensor([[1, 3, 4, 2, 3, 4],
-                                      [4, 1, 2, 3, 3, 4]])),
+        dict(
+            layer=2,
+            num_tokens=6,
+            assignment=torch.tensor([[1, 5, 2, 3, 5, 4], [5, 1, 2, 3, 4, 5]])),
+        dict(
+            layer=4,
+            num_tokens=5,
+            assignment=torch.tensor([[1, 3, 4, 2, 3, 4], [4, 1, 2, 3, 3, 4]])),
     ]
     states = patch_states(records, (2, 3), fuse='norm')
     assert len(states) == 2
@@ -79,15 +80,18 @@ def test_patch_states_kept_fused_and_earlier_fused_tokens():
 
 def test_patch_states_drop_mode():
     # No fused token: the last token is an ordinary kept one.
-    records = [dict(layer=0, num_tokens=5,
-                    assignment=np.array([[1, -1, 2, -1, 3, 4]]))]
+    records = [
+        dict(
+            layer=0, num_tokens=5, assignment=np.array([[1, -1, 2, -1, 3, 4]]))
+    ]
     (state, ) = patch_states(records, (3, 2), fuse='drop')
     np.testing.assert_array_equal(state, [[[K, D], [K, D], [K, K]]])
 
 
 def test_patch_states_checks_the_grid():
-    records = [dict(layer=0, num_tokens=3,
-                    assignment=torch.tensor([[1, 2, 2, 1]]))]
+    records = [
+        dict(layer=0, num_tokens=3, assignment=torch.tensor([[1, 2, 2, 1]]))
+    ]
     with pytest.raises(ValueError, match='2x3 patch grid'):
         patch_states(records, (2, 3), fuse='norm')
 
@@ -100,7 +104,10 @@ def test_render_and_draw(tmp_path):
     assert out[0, 3, 2] > out[0, 3, 0]  # fused: blue tint
     assert (out[3, 0] == 0).all()  # dropped: black
     path = str(tmp_path / 'grid.png')
-    draw_token_grid([image], [state[None]], [3], 2, path, titles=['a'],
+    draw_token_grid([image], [state[None]], [3],
+                    2,
+                    path,
+                    titles=['a'],
                     num_tokens=[3])
     assert cv2.imread(path) is not None
 
@@ -108,8 +115,10 @@ def test_render_and_draw(tmp_path):
 def test_tool_writes_grid_and_reports_token_counts(tiny_run, tmp_path):
     config, checkpoint = tiny_run['select']
     out = str(tmp_path / 'vis' / 'tokens.png')
-    proc = run_tool([PYTHON, TOOL, config, checkpoint, *tiny_run['images'],
-                     '--out', out, '--device', 'cpu'])
+    proc = run_tool([
+        PYTHON, TOOL, config, checkpoint, *tiny_run['images'], '--out', out,
+        '--device', 'cpu'
+    ])
     assert_ok(proc)
     # 64 patches + [CLS]; block 1 keeps floor(0.7 * 64) = 44 plus the
     # fused token, block 3 keeps floor(0.7 * 45) = 31 plus a fused token.
@@ -126,10 +135,11 @@ def test_tool_writes_grid_and_reports_token_counts(tiny_run, tmp_path):
 def test_tool_overrides_keep_layers_and_rate(tiny_run, tmp_path):
     config, checkpoint = tiny_run['plain']
     out = str(tmp_path / 'tokens.png')
-    proc = run_tool([PYTHON, TOOL, config, checkpoint,
-                     tiny_run['images'][0], '--out', out, '--device', 'cpu',
-                     '--keep-layers', '0', '--keep-rate', '0.5',
-                     '--cfg-options', 'model.backbone.fuse=drop'])
+    proc = run_tool([
+        PYTHON, TOOL, config, checkpoint, tiny_run['images'][0], '--out', out,
+        '--device', 'cpu', '--keep-layers', '0', '--keep-rate', '0.5',
+        '--cfg-options', 'model.backbone.fuse=drop'
+    ])
     assert_ok(proc)
     assert 'block 0: 65 -> 33 tokens' in proc.stdout
     assert '32 kept, 0 fused, 32 dropped' in proc.stdout
@@ -139,8 +149,9 @@ def test_tool_overrides_keep_layers_and_rate(tiny_run, tmp_path):
 def test_tool_without_selection_blocks_fails_clearly(tiny_run, tmp_path):
     config, checkpoint = tiny_run['plain']
     out = str(tmp_path / 'tokens.png')
-    proc = run_tool([PYTHON, TOOL, config, checkpoint,
-                     tiny_run['images'][0], '--out', out])
+    proc = run_tool([
+        PYTHON, TOOL, config, checkpoint, tiny_run['images'][0], '--out', out
+    ])
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert 'has no selection blocks' in proc.stderr
     assert config in proc.stderr
@@ -154,12 +165,19 @@ def test_plain_vit_backbone_is_rejected(tiny_run):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     model = MODELS.build(
-        dict(type='ImageClassifier',
-             backbone=dict(type='VisionTransformer', arch=dict(
-                 embed_dims=32, num_layers=2, num_heads=2,
-                 feedforward_channels=64), img_size=32, patch_size=4),
-             head=dict(type='LinearClsHead', num_classes=2,
-                       in_channels=32)))
-    with pytest.raises(tool.VisualizationError,
-                       match='is VisionTransformer, not TokenKeepFuseViT'):
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='VisionTransformer',
+                arch=dict(
+                    embed_dims=32,
+                    num_layers=2,
+                    num_heads=2,
+                    feedforward_channels=64),
+                img_size=32,
+                patch_size=4),
+            head=dict(type='LinearClsHead', num_classes=2, in_channels=32)))
+    with pytest.raises(
+            tool.VisualizationError,
+            match='is VisionTransformer, not TokenKeepFuseViT'):
         tool.configure_backbone(model, 'my_config.py', [1])

@@ -29,12 +29,17 @@ from mmtrpts.selection.record import validate_record
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='a config with FisherSelectionHook')
-    parser.add_argument('--out', help='output folder (default: '
-                        'work_dirs/<config name>/selection)')
-    parser.add_argument('--device', default='cuda' if
-                        torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config')
+    parser.add_argument(
+        '--out',
+        help='output folder (default: '
+        'work_dirs/<config name>/selection)')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config')
     return parser.parse_args()
 
 
@@ -44,14 +49,17 @@ def main():
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    hook_cfgs = [h for h in cfg.get('custom_hooks', [])
-                 if h.get('type') == 'FisherSelectionHook']
+    hook_cfgs = [
+        h for h in cfg.get('custom_hooks', [])
+        if h.get('type') == 'FisherSelectionHook'
+    ]
     if len(hook_cfgs) != 1:
         raise KeyError(f'{args.config} must have exactly one '
                        "dict(type='FisherSelectionHook') in custom_hooks")
     hook = HOOKS.build(hook_cfgs[0])
-    out = args.out or osp.join('work_dirs', osp.splitext(
-        osp.basename(args.config))[0], 'selection')
+    out = args.out or osp.join('work_dirs',
+                               osp.splitext(osp.basename(args.config))[0],
+                               'selection')
 
     model = MODELS.build(cfg.model)
     model.init_weights()  # loads the pretrained backbone
@@ -65,8 +73,8 @@ def main():
     budget = record['budget']
     print(f'trainable {budget["trainable"]:,} = '
           f'{100 * budget["realized_ratio"]:.3f}% of the '
-          f'{budget["denominator_kind"]}; written to {out}: selection.pth, '
-          + ', '.join(osp.basename(p) for p in paths.values()))
+          f'{budget["denominator_kind"]}; written to {out}: selection.pth, ' +
+          ', '.join(osp.basename(p) for p in paths.values()))
 
 
 if __name__ == '__main__':

@@ -40,23 +40,34 @@ TOKENS_METHOD = 'TR-PTS (params + tokens)'
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--tasks', nargs='+', default=list(DEFAULT_TASKS),
-                        help='generated tasks to run (counting, location, '
-                        'orientation, texture)')
-    parser.add_argument('--methods', nargs='+', choices=list(METHODS),
-                        help='rows of the table to run')
-    parser.add_argument('--cache-dir', default=osp.join(ROOT, '.cache',
-                                                        'embedded'))
-    parser.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs',
-                                                       'demo'))
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='overrides applied to every run')
-    parser.add_argument('--verbose', action='store_true',
-                        help='show the runners\' INFO logs')
+    parser.add_argument(
+        '--tasks',
+        nargs='+',
+        default=list(DEFAULT_TASKS),
+        help='generated tasks to run (counting, location, '
+        'orientation, texture)')
+    parser.add_argument(
+        '--methods',
+        nargs='+',
+        choices=list(METHODS),
+        help='rows of the table to run')
+    parser.add_argument(
+        '--cache-dir', default=osp.join(ROOT, '.cache', 'embedded'))
+    parser.add_argument(
+        '--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='overrides applied to every run')
+    parser.add_argument(
+        '--verbose', action='store_true', help='show the runners\' INFO logs')
     return parser.parse_args()
 
 
-def draw_kept_tokens(run_dir: str, task_root: str, out: str,
+def draw_kept_tokens(run_dir: str,
+                     task_root: str,
+                     out: str,
                      num_images: int = 4) -> None:
     """``tools/visualize_tokens.py`` on the first test images of a run.
 
@@ -70,12 +81,17 @@ def draw_kept_tokens(run_dir: str, task_root: str, out: str,
     with open(osp.join(run_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     with open(osp.join(task_root, 'test.txt')) as f:
-        images = [osp.join(task_root, line.split()[0])
-                  for line, _ in zip(f, range(num_images))]
+        images = [
+            osp.join(task_root,
+                     line.split()[0]) for line, _ in zip(f, range(num_images))
+        ]
     config = osp.join(run_dir, osp.basename(METHODS[TOKENS_METHOD]))
-    subprocess.run([sys.executable, osp.join(ROOT, 'tools',
-                                             'visualize_tokens.py'),
-                    config, checkpoint, *images, '--out', out], check=True)
+    subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'visualize_tokens.py'), config, checkpoint,
+        *images, '--out', out
+    ],
+                   check=True)
 
 
 def main():

@@ -72,12 +72,12 @@ def resolve_tasks(benchmark: str, names: Optional[Sequence[str]]) -> Dict:
         ValueError: A name is not a task of the benchmark.
     """
     if benchmark == 'vtab1k':
-        infos = ([resolve_task(n) for n in names] if names else
-                 list(VTAB_TASKS.values()))
+        infos = ([resolve_task(n)
+                  for n in names] if names else list(VTAB_TASKS.values()))
         return {info.folder: info.token for info in infos}
     if benchmark == 'fgvc':
-        keys = ([resolve_fgvc(n).name for n in names] if names else
-                list(FGVC_DATASETS))
+        keys = ([resolve_fgvc(n).name
+                 for n in names] if names else list(FGVC_DATASETS))
         return {key: key for key in keys}
     unknown = set(names or ()) - set(TARGET_TASKS)
     if unknown:
@@ -94,36 +94,45 @@ def task_options(task: str, num_classes: int) -> Tuple[str, ...]:
     """
     options = []
     for loader in _LOADERS:
-        options += [f'{loader}.dataset.task={task}',
-                    f'{loader}.dataset.num_classes={num_classes}']
+        options += [
+            f'{loader}.dataset.task={task}',
+            f'{loader}.dataset.num_classes={num_classes}'
+        ]
     return tuple(options) + (f'model.head.num_classes={num_classes}',
                              f'data_preprocessor.num_classes={num_classes}')
 
 
-def benchmark_jobs(benchmark: str, method: str, tasks: Dict[str, str],
+def benchmark_jobs(benchmark: str,
+                   method: str,
+                   tasks: Dict[str, str],
                    config_dir: Optional[str] = None) -> List[Job]:
     """One job per task, configs found by :data:`CONFIG_PATTERNS`."""
     default_dir, pattern = CONFIG_PATTERNS[benchmark]
-    config_dir = config_dir or osp.join(ROOT, default_dir.format(
-        method=method))
+    config_dir = config_dir or osp.join(ROOT,
+                                        default_dir.format(method=method))
     jobs = []
     for task, token in tasks.items():
-        config = osp.join(config_dir, pattern.format(
-            method=method, token=token, task=task))
-        options = (task_options(task, TARGET_TASKS[task].num_classes)
-                   if benchmark == 'mini-vtab' else ())
+        config = osp.join(
+            config_dir, pattern.format(method=method, token=token, task=task))
+        options = (
+            task_options(task, TARGET_TASKS[task].num_classes)
+            if benchmark == 'mini-vtab' else ())
         jobs.append(Job(token, task, config, options))
     return jobs
 
 
 def explicit_jobs(configs: Sequence[str]) -> List[Job]:
     """One job per given config, named after the file."""
-    return [Job(osp.splitext(osp.basename(c))[0], None, c, ())
-            for c in configs]
+    return [
+        Job(osp.splitext(osp.basename(c))[0], None, c, ()) for c in configs
+    ]
 
 
-def train_command(job: Job, work_dir: str, options: Sequence[str],
-                  launcher: str, gpus: int,
+def train_command(job: Job,
+                  work_dir: str,
+                  options: Sequence[str],
+                  launcher: str,
+                  gpus: int,
                   partition: Optional[str] = None,
                   job_name: str = '') -> Tuple[Dict[str, str], List[str]]:
     """The environment additions and the command line of one job."""
@@ -131,16 +140,23 @@ def train_command(job: Job, work_dir: str, options: Sequence[str],
     extra = ['--cfg-options'] + options if options else []
     python = os.environ.get('PYTHON', sys.executable)
     if launcher == 'slurm':
-        env = dict(PYTHON=python, GPUS=str(gpus),
-                   GPUS_PER_NODE=str(min(gpus, 8)))
-        return env, ['bash', osp.join(TOOLS, 'slurm_train.sh'), partition,
-                     job_name, job.config, work_dir] + extra
+        env = dict(
+            PYTHON=python, GPUS=str(gpus), GPUS_PER_NODE=str(min(gpus, 8)))
+        return env, [
+            'bash',
+            osp.join(TOOLS, 'slurm_train.sh'), partition, job_name, job.config,
+            work_dir
+        ] + extra
     if launcher == 'pytorch' or gpus > 1:
         return dict(PYTHON=python), [
-            'bash', osp.join(TOOLS, 'dist_train.sh'), job.config,
-            str(gpus), '--work-dir', work_dir] + extra
-    return {}, [python, osp.join(TOOLS, 'train.py'), job.config,
-                '--work-dir', work_dir] + extra
+            'bash',
+            osp.join(TOOLS, 'dist_train.sh'), job.config,
+            str(gpus), '--work-dir', work_dir
+        ] + extra
+    return {}, [
+        python,
+        osp.join(TOOLS, 'train.py'), job.config, '--work-dir', work_dir
+    ] + extra
 
 
 def write_record(work_dir: str, record: Dict) -> None:
@@ -152,8 +168,8 @@ def write_record(work_dir: str, record: Dict) -> None:
 
 def shell_line(env: Dict[str, str], command: Sequence[str]) -> str:
     """The command as one copy-pastable shell line."""
-    return ' '.join([f'{k}={shlex.quote(v)}' for k, v in env.items()] +
-                    [shlex.join(command)])
+    return ' '.join([f'{k}={shlex.quote(v)}'
+                     for k, v in env.items()] + [shlex.join(command)])
 
 
 def parse_args():
@@ -161,32 +177,47 @@ def parse_args():
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='\n'.join(__doc__.splitlines()[2:]))
-    parser.add_argument('--benchmark', choices=list(CONFIG_PATTERNS),
-                        default='vtab1k')
-    parser.add_argument('--method', default='trpts',
-                        help='method: selects the config dir / file name')
-    parser.add_argument('--config-dir',
-                        help='where the per-task configs are (default: '
-                        'configs/<method>; mini-vtab: configs/embedded)')
-    parser.add_argument('--configs', nargs='+', metavar='CONFIG',
-                        help='run these configs as they are instead')
-    parser.add_argument('--tasks', nargs='+', metavar='TASK',
-                        help='a subset of the tasks (names or aliases)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'],
-                        default='none')
-    parser.add_argument('--gpus', type=int, default=1,
-                        help='GPUs (or CPU ranks) per task')
+    parser.add_argument(
+        '--benchmark', choices=list(CONFIG_PATTERNS), default='vtab1k')
+    parser.add_argument(
+        '--method',
+        default='trpts',
+        help='method: selects the config dir / file name')
+    parser.add_argument(
+        '--config-dir',
+        help='where the per-task configs are (default: '
+        'configs/<method>; mini-vtab: configs/embedded)')
+    parser.add_argument(
+        '--configs',
+        nargs='+',
+        metavar='CONFIG',
+        help='run these configs as they are instead')
+    parser.add_argument(
+        '--tasks',
+        nargs='+',
+        metavar='TASK',
+        help='a subset of the tasks (names or aliases)')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument(
+        '--gpus', type=int, default=1, help='GPUs (or CPU ranks) per task')
     parser.add_argument('--partition', help='slurm partition')
-    parser.add_argument('--work-root',
-                        help='parent of the run dirs (default: '
-                        'work_dirs/<method>_<benchmark>)')
-    parser.add_argument('--data-root',
-                        help='benchmark root for all three dataloaders')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        metavar='KEY=VALUE',
-                        help='passed to every run after the per-task ones')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='print the commands, run nothing')
+    parser.add_argument(
+        '--work-root',
+        help='parent of the run dirs (default: '
+        'work_dirs/<method>_<benchmark>)')
+    parser.add_argument(
+        '--data-root', help='benchmark root for all three dataloaders')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        metavar='KEY=VALUE',
+        help='passed to every run after the per-task ones')
+    parser.add_argument(
+        '--dry-run',
+        action='store_true',
+        help='print the commands, run nothing')
     args = parser.parse_args()
     if args.launcher == 'slurm' and not args.partition:
         parser.error('--launcher slurm needs --partition')
@@ -210,10 +241,13 @@ def main():
     missing = [job.config for job in jobs if not osp.isfile(job.config)]
     if missing and not args.dry_run:
         parser.error('config(s) not found: ' + ', '.join(missing))
-    work_root = osp.abspath(args.work_root or osp.join(
-        'work_dirs', f'{args.method}_{args.benchmark}'))
-    options = [f'{loader}.dataset.data_root={args.data_root}'
-               for loader in _LOADERS if args.data_root] + args.cfg_options
+    work_root = osp.abspath(
+        args.work_root
+        or osp.join('work_dirs', f'{args.method}_{args.benchmark}'))
+    options = [
+        f'{loader}.dataset.data_root={args.data_root}'
+        for loader in _LOADERS if args.data_root
+    ] + args.cfg_options
 
     runs = []
     for job in jobs:
@@ -235,14 +269,17 @@ def main():
 
 
 def _record(args, job: Job, command: List[str]) -> Dict:
-    return dict(benchmark=None if args.configs else args.benchmark,
-                method=args.method, task=job.task, config=job.config,
-                command=command, started=time.strftime('%Y-%m-%d %H:%M:%S'))
+    return dict(
+        benchmark=None if args.configs else args.benchmark,
+        method=args.method,
+        task=job.task,
+        config=job.config,
+        command=command,
+        started=time.strftime('%Y-%m-%d %H:%M:%S'))
 
 
 def _finish(work_dir: str, record: Dict, code: int) -> None:
-    record.update(returncode=code,
-                  finished=time.strftime('%Y-%m-%d %H:%M:%S'))
+    record.update(returncode=code, finished=time.strftime('%Y-%m-%d %H:%M:%S'))
     write_record(work_dir, record)
 
 
@@ -250,8 +287,9 @@ def run_sequential(runs, args) -> List[int]:
     """Run the jobs one after the other; return their exit codes."""
     codes = []
     for i, (job, work_dir, env, command) in enumerate(runs):
-        print(f'[{i + 1}/{len(runs)}] {job.name}: {shell_line(env, command)}',
-              flush=True)
+        print(
+            f'[{i + 1}/{len(runs)}] {job.name}: {shell_line(env, command)}',
+            flush=True)
         record = _record(args, job, command)
         write_record(work_dir, record)
         code = subprocess.run(command, env=dict(os.environ, **env)).returncode
@@ -267,10 +305,13 @@ def run_parallel(runs, args) -> List[int]:
         record = _record(args, job, command)
         write_record(work_dir, record)
         out = open(osp.join(work_dir, 'sweep.out'), 'w')
-        print(f'{job.name}: {shell_line(env, command)} > {out.name}',
-              flush=True)
-        process = subprocess.Popen(command, env=dict(os.environ, **env),
-                                   stdout=out, stderr=subprocess.STDOUT)
+        print(
+            f'{job.name}: {shell_line(env, command)} > {out.name}', flush=True)
+        process = subprocess.Popen(
+            command,
+            env=dict(os.environ, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT)
         started.append((work_dir, record, out, process))
     codes = []
     for work_dir, record, out, process in started:

@@ -49,25 +49,32 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint (or delta) file')
-    parser.add_argument('images', nargs='+', metavar='IMAGE',
-                        help='image files')
-    parser.add_argument('--out', default='tokens.png',
-                        help='output PNG (default: tokens.png)')
-    parser.add_argument('--device', default='cuda' if
-                        torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--keep-layers', type=int, nargs='+',
-                        metavar='LAYER',
-                        help='0-based selection blocks (replace the '
-                        "checkpoint's and the config's)")
-    parser.add_argument('--keep-rate', type=float,
-                        help='fraction of candidate tokens kept per block')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config')
+    parser.add_argument(
+        'images', nargs='+', metavar='IMAGE', help='image files')
+    parser.add_argument(
+        '--out', default='tokens.png', help='output PNG (default: tokens.png)')
+    parser.add_argument(
+        '--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument(
+        '--keep-layers',
+        type=int,
+        nargs='+',
+        metavar='LAYER',
+        help='0-based selection blocks (replace the '
+        "checkpoint's and the config's)")
+    parser.add_argument(
+        '--keep-rate',
+        type=float,
+        help='fraction of candidate tokens kept per block')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config')
     return parser.parse_args(argv)
 
 
-def build_model(cfg: Config, checkpoint: str,
-                device: str) -> torch.nn.Module:
+def build_model(cfg: Config, checkpoint: str, device: str) -> torch.nn.Module:
     """Build the model (with its data preprocessor) and load weights.
 
     ``init_weights`` is not called, so a backbone ``init_cfg`` naming a
@@ -81,10 +88,10 @@ def build_model(cfg: Config, checkpoint: str,
     return model.to(device).eval()
 
 
-def configure_backbone(model: torch.nn.Module, config: str,
+def configure_backbone(model: torch.nn.Module,
+                       config: str,
                        keep_layers: Optional[List[int]] = None,
-                       keep_rate: Optional[float] = None
-                       ) -> TokenKeepFuseViT:
+                       keep_rate: Optional[float] = None) -> TokenKeepFuseViT:
     """Apply the overrides and check that there is selection to show.
 
     Raises:
@@ -154,10 +161,10 @@ def displayed_image(inputs: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(image[..., 2::-1])
 
 
-def run_images(model: torch.nn.Module, backbone: TokenKeepFuseViT,
-               pipeline: Compose, images: List[str]
-               ) -> Tuple[List[np.ndarray], List[dict], Tuple[int, int],
-                          List[str]]:
+def run_images(
+    model: torch.nn.Module, backbone: TokenKeepFuseViT, pipeline: Compose,
+    images: List[str]
+) -> Tuple[List[np.ndarray], List[dict], Tuple[int, int], List[str]]:
     """One forward per image, recording the token assignments.
 
     Returns:
@@ -176,11 +183,12 @@ def run_images(model: torch.nn.Module, backbone: TokenKeepFuseViT,
             packed = pipeline(dict(img_path=path))
             shown.append(displayed_image(packed['inputs']))
             data = model.data_preprocessor(
-                dict(inputs=[packed['inputs']],
-                     data_samples=[packed['data_samples']]), False)
+                dict(
+                    inputs=[packed['inputs']],
+                    data_samples=[packed['data_samples']]), False)
             with torch.no_grad():
-                samples = model(data['inputs'], data['data_samples'],
-                                mode='predict')
+                samples = model(
+                    data['inputs'], data['data_samples'], mode='predict')
             predictions.append(_prediction(samples, classes))
             per_image.append([dict(r) for r in backbone.token_records])
     finally:
@@ -192,9 +200,11 @@ def run_images(model: torch.nn.Module, backbone: TokenKeepFuseViT,
             'use a test pipeline that resizes to a fixed size')
     records = []
     for block in zip(*per_image):
-        records.append(dict(
-            layer=block[0]['layer'], num_tokens=block[0]['num_tokens'],
-            assignment=torch.cat([r['assignment'] for r in block])))
+        records.append(
+            dict(
+                layer=block[0]['layer'],
+                num_tokens=block[0]['num_tokens'],
+                assignment=torch.cat([r['assignment'] for r in block])))
     return shown, records, grids[0], predictions
 
 
@@ -213,9 +223,11 @@ def _prediction(samples, classes) -> str:
 def token_report(backbone: TokenKeepFuseViT, records: List[dict],
                  states: List[np.ndarray], num_patches: int) -> List[str]:
     """Lines describing the token count after every selection block."""
-    lines = [f'keep_rate={backbone.keep_rate} ({backbone.keep_round}), '
-             f'fuse={backbone.fuse!r}, selection blocks '
-             f'{backbone.keep_layers}, {num_patches} patches']
+    lines = [
+        f'keep_rate={backbone.keep_rate} ({backbone.keep_round}), '
+        f'fuse={backbone.fuse!r}, selection blocks '
+        f'{backbone.keep_layers}, {num_patches} patches'
+    ]
     by_layer = {r['layer']: (r, s) for r, s in zip(records, states)}
     tokens = backbone.num_extra_tokens + num_patches
     for layer in backbone.keep_layers:
@@ -224,8 +236,10 @@ def token_report(backbone: TokenKeepFuseViT, records: List[dict],
                          '(nothing to reduce)')
             continue
         record, state = by_layer[layer]
-        mean = [float((state == code).sum()) / state.shape[0]
-                for code in (KEPT, FUSED, DROPPED)]
+        mean = [
+            float((state == code).sum()) / state.shape[0]
+            for code in (KEPT, FUSED, DROPPED)
+        ]
         lines.append(
             f'block {layer}: {tokens} -> {record["num_tokens"]} tokens; '
             f'patches per image: {mean[0]:g} kept, {mean[1]:g} fused, '
@@ -258,19 +272,24 @@ def main(argv: Optional[List[str]] = None) -> None:
     states = patch_states(records, grid, backbone.fuse)
     height, width = shown[0].shape[:2]
     patch_size = (height // grid[0], width // grid[1])
-    stride = getattr(getattr(backbone.patch_embed, 'projection', None),
-                     'stride', None)
+    stride = getattr(
+        getattr(backbone.patch_embed, 'projection', None), 'stride', None)
     if stride is not None:
         patch_size = tuple(int(s) for s in stride)
-    titles = [osp.basename(path) + (f'\n{pred}' if pred else '')
-              for path, pred in zip(args.images, predictions)]
+    titles = [
+        osp.basename(path) + (f'\n{pred}' if pred else '')
+        for path, pred in zip(args.images, predictions)
+    ]
     out_dir = osp.dirname(osp.abspath(args.out))
     mkdir_or_exist(out_dir)
-    draw_token_grid(shown, states, [r['layer'] for r in records],
-                    patch_size, args.out, titles=titles,
-                    num_tokens=[r['num_tokens'] for r in records])
-    for line in token_report(backbone, records, states,
-                             grid[0] * grid[1]):
+    draw_token_grid(
+        shown,
+        states, [r['layer'] for r in records],
+        patch_size,
+        args.out,
+        titles=titles,
+        num_tokens=[r['num_tokens'] for r in records])
+    for line in token_report(backbone, records, states, grid[0] * grid[1]):
         print(line)
     print(f'wrote {args.out}')
 

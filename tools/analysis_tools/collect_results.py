@@ -24,17 +24,25 @@ from mmtrpts.analysis.results_format import format_markdown, results_to_json
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('root', metavar='SWEEP_ROOT',
-                        help='folder holding the run dirs of a sweep')
+    parser.add_argument(
+        'root',
+        metavar='SWEEP_ROOT',
+        help='folder holding the run dirs of a sweep')
     parser.add_argument('--out', help='also write the Markdown report here')
     parser.add_argument('--json', help='also write the report as JSON here')
-    parser.add_argument('--paper', nargs='*', default=['trpts', 'gps', 'full'],
-                        choices=PAPER_METHODS, metavar='METHOD',
-                        help='paper columns, from: ' + ', '.join(
-                            PAPER_METHODS) + ' (default: trpts gps full)')
-    parser.add_argument('--metric', default=METRIC,
-                        help=f'evaluation key in scalars.json (default: '
-                        f'{METRIC})')
+    parser.add_argument(
+        '--paper',
+        nargs='*',
+        default=['trpts', 'gps', 'full'],
+        choices=PAPER_METHODS,
+        metavar='METHOD',
+        help='paper columns, from: ' + ', '.join(PAPER_METHODS) +
+        ' (default: trpts gps full)')
+    parser.add_argument(
+        '--metric',
+        default=METRIC,
+        help=f'evaluation key in scalars.json (default: '
+        f'{METRIC})')
     return parser.parse_args()
 
 

@@ -28,11 +28,17 @@ from mmtrpts.analysis import count_flops, count_parameters
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='config file')
-    parser.add_argument('--shape', type=int, nargs='+',
-                        help='input size H [W] (default: the backbone '
-                        "img_size, else 224)")
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override settings in the config')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs='+',
+        help='input size H [W] (default: the backbone '
+        "img_size, else 224)")
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config')
     return parser.parse_args(argv)
 
 

@@ -35,27 +35,45 @@ from mmtrpts.analysis.token_benchmark import load_average
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_vit_args(parser, num_classes=100)
-    parser.add_argument('--batch', type=int, default=8,
-                        help='images per forward and per training step '
-                        '(default: 8)')
-    parser.add_argument('--steps', type=int, default=3,
-                        help='timed training steps per method after 1 '
-                        'warm-up step (default: 3)')
-    parser.add_argument('--runs', type=int, default=20,
-                        help='forwards per inference network; the first '
-                        '25%% are warm-up (default: 20)')
-    parser.add_argument('--device', default='auto',
-                        help="'auto' (cuda if available), 'cpu', 'cuda'")
-    parser.add_argument('--target-ratio', type=float, default=0.0034,
-                        help='TR-PTS budget: trainable / backbone params')
+    parser.add_argument(
+        '--batch',
+        type=int,
+        default=8,
+        help='images per forward and per training step '
+        '(default: 8)')
+    parser.add_argument(
+        '--steps',
+        type=int,
+        default=3,
+        help='timed training steps per method after 1 '
+        'warm-up step (default: 3)')
+    parser.add_argument(
+        '--runs',
+        type=int,
+        default=20,
+        help='forwards per inference network; the first '
+        '25%% are warm-up (default: 20)')
+    parser.add_argument(
+        '--device',
+        default='auto',
+        help="'auto' (cuda if available), 'cpu', 'cuda'")
+    parser.add_argument(
+        '--target-ratio',
+        type=float,
+        default=0.0034,
+        help='TR-PTS budget: trainable / backbone params')
     parser.add_argument('--fisher-batches', type=int, default=2)
     parser.add_argument('--keep-rate', type=float, default=0.95)
-    parser.add_argument('--keep-layers', default='3,6,9',
-                        help='0-based keep/fuse blocks, fixed (default: '
-                        '3,6,9)')
+    parser.add_argument(
+        '--keep-layers',
+        default='3,6,9',
+        help='0-based keep/fuse blocks, fixed (default: '
+        '3,6,9)')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--amp', action='store_true',
-                        help='fp16 autocast and AmpOptimWrapper (CUDA)')
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='fp16 autocast and AmpOptimWrapper (CUDA)')
     parser.add_argument('--out', help='write all measurements as JSON')
     return parser.parse_args(argv)
 
@@ -64,10 +82,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     settings = ReportSettings(
         arch=vit_arch(args.arch, args.embed_dims, args.depth, args.heads),
-        img_size=args.img_size, patch_size=args.patch,
-        num_classes=args.num_classes, batch=args.batch, steps=args.steps,
-        runs=args.runs, device=args.device, amp=args.amp,
-        target_ratio=args.target_ratio, fisher_batches=args.fisher_batches,
+        img_size=args.img_size,
+        patch_size=args.patch,
+        num_classes=args.num_classes,
+        batch=args.batch,
+        steps=args.steps,
+        runs=args.runs,
+        device=args.device,
+        amp=args.amp,
+        target_ratio=args.target_ratio,
+        fisher_batches=args.fisher_batches,
         keep_rate=args.keep_rate,
         keep_layers=tuple(int(i) for i in args.keep_layers.split(',') if i),
         seed=args.seed)
@@ -75,10 +99,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     start = time.perf_counter()
     report = efficiency_report(
         settings, log=lambda m: print(m, file=sys.stderr, flush=True))
-    report.update(command=shlex.join(sys.orig_argv),
-                  wall_seconds=time.perf_counter() - start,
-                  load_average_before=load_before,
-                  load_average_after=load_average())
+    report.update(
+        command=shlex.join(sys.orig_argv),
+        wall_seconds=time.perf_counter() - start,
+        load_average_before=load_before,
+        load_average_after=load_average())
     print(format_report(report))
     if args.out:
         with open(args.out, 'w') as f:

@@ -27,23 +27,34 @@ from typing import List, Optional
 import torch
 
 from mmtrpts.analysis.masked_benchmark import (MODES, add_vit_args,
-                                               describe_device,
-                                               format_table, resolve_device,
-                                               run_mode, vit_arch)
+                                               describe_device, format_table,
+                                               resolve_device, run_mode,
+                                               vit_arch)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_vit_args(parser, num_classes=100)
-    parser.add_argument('--batch', type=int, default=8,
-                        help='images per training and Fisher batch')
-    parser.add_argument('--steps', type=int, default=3,
-                        help='timed training steps after 1 warm-up step')
-    parser.add_argument('--target-ratio', type=float, default=0.0034,
-                        help='TR-PTS budget: trainable / backbone params')
+    parser.add_argument(
+        '--batch',
+        type=int,
+        default=8,
+        help='images per training and Fisher batch')
+    parser.add_argument(
+        '--steps',
+        type=int,
+        default=3,
+        help='timed training steps after 1 warm-up step')
+    parser.add_argument(
+        '--target-ratio',
+        type=float,
+        default=0.0034,
+        help='TR-PTS budget: trainable / backbone params')
     parser.add_argument('--fisher-batches', type=int, default=2)
-    parser.add_argument('--device', default='auto',
-                        help="'auto' (cuda if available), 'cpu', 'cuda'")
+    parser.add_argument(
+        '--device',
+        default='auto',
+        help="'auto' (cuda if available), 'cpu', 'cuda'")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', help='write all measurements as JSON')
     parser.add_argument('--worker', choices=MODES, help=argparse.SUPPRESS)
@@ -53,13 +64,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def worker(args: argparse.Namespace) -> None:
     """Measure one mode; the JSON result is the last line of stdout."""
     result = run_mode(
-        args.worker, vit_arch(args.arch, args.embed_dims, args.depth,
-                              args.heads),
-        batch=args.batch, steps=args.steps,
+        args.worker,
+        vit_arch(args.arch, args.embed_dims, args.depth, args.heads),
+        batch=args.batch,
+        steps=args.steps,
         target_ratio=args.target_ratio,
-        fisher_batches=args.fisher_batches, device=args.device,
-        img_size=args.img_size, patch_size=args.patch,
-        num_classes=args.num_classes, seed=args.seed)
+        fisher_batches=args.fisher_batches,
+        device=args.device,
+        img_size=args.img_size,
+        patch_size=args.patch,
+        num_classes=args.num_classes,
+        seed=args.seed)
     sys.stdout.flush()
     print('\n' + json.dumps(result), flush=True)
 
@@ -97,8 +112,8 @@ def report(full: dict, trpts: dict, command: str, wall: float) -> str:
     import mmengine
     import mmpretrain
     fixed = trpts['trainable_params'] - trpts['selected_entries']
-    fisher_full = (trpts['fisher_seconds_per_sample'] /
-                   full['step_seconds_per_sample'])
+    fisher_full = (
+        trpts['fisher_seconds_per_sample'] / full['step_seconds_per_sample'])
     budget = (f'TR-PTS: target {100 * trpts["target_ratio"]:.3f}% of the '
               f'backbone -> realised {100 * trpts["realized_ratio"]:.3f}% '
               f'({trpts["selected_entries"]:,} selected entries in the '
@@ -140,16 +155,16 @@ def report(full: dict, trpts: dict, command: str, wall: float) -> str:
         f'{trpts["process_seconds"]:.1f} s)'
     ]
     if not full['memory_kind'].startswith('cuda'):
-        notes.insert(-1, (
-            f'process CPU time / wall time of the timed steps: full '
-            f'{full["step_cpu_utilisation"]:.2f}, TR-PTS '
-            f'{trpts["step_cpu_utilisation"]:.2f} ({full["threads"]} torch '
-            'threads; a low value means the host took the CPU away and '
-            'the wall times are inflated)'))
+        notes.insert(
+            -1,
+            (f'process CPU time / wall time of the timed steps: full '
+             f'{full["step_cpu_utilisation"]:.2f}, TR-PTS '
+             f'{trpts["step_cpu_utilisation"]:.2f} ({full["threads"]} torch '
+             'threads; a low value means the host took the CPU away and '
+             'the wall times are inflated)'))
     lines = [
         'Masked TR-PTS fine-tuning vs dense full fine-tuning',
-        f'command: {command}',
-        f'device: {full["device_name"]}',
+        f'command: {command}', f'device: {full["device_name"]}',
         f'torch {torch.__version__}, mmpretrain {mmpretrain.__version__}, '
         f'mmengine {mmengine.__version__}',
         _model_line(full), budget, '',
@@ -167,8 +182,9 @@ def main() -> None:
     vit_arch(args.arch, args.embed_dims, args.depth, args.heads)  # check
     command = shlex.join(sys.orig_argv)
     device = resolve_device(args.device)
-    print(f'Running {", ".join(MODES)} on {describe_device(device)} ...',
-          flush=True)
+    print(
+        f'Running {", ".join(MODES)} on {describe_device(device)} ...',
+        flush=True)
     start = time.perf_counter()
     results = {mode: spawn(mode, argv) for mode in MODES}
     wall = time.perf_counter() - start
@@ -176,12 +192,16 @@ def main() -> None:
     if args.out:
         from mmtrpts.analysis.masked_benchmark import compare
         with open(args.out, 'w') as f:
-            json.dump(dict(command=command, wall_seconds=wall,
-                           device=results['full']['device_name'],
-                           torch=torch.__version__,
-                           ratios=compare(results['full'],
-                                          results['trpts']), **results),
-                      f, indent=2)
+            json.dump(
+                dict(
+                    command=command,
+                    wall_seconds=wall,
+                    device=results['full']['device_name'],
+                    torch=torch.__version__,
+                    ratios=compare(results['full'], results['trpts']),
+                    **results),
+                f,
+                indent=2)
         print(f'written to {args.out}')
 
 

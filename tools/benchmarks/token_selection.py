@@ -39,16 +39,23 @@ from mmtrpts.analysis.token_benchmark import (compare, default_settings,
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_vit_args(parser, num_classes=1000)
-    parser.add_argument('--batch', type=int, default=8,
-                        help='images per forward (default: 8)')
-    parser.add_argument('--runs', type=int, default=40,
-                        help='forwards per setting, interleaved; the '
-                        'first 25%% are warm-up (default: 40)')
+    parser.add_argument(
+        '--batch', type=int, default=8, help='images per forward (default: 8)')
+    parser.add_argument(
+        '--runs',
+        type=int,
+        default=40,
+        help='forwards per setting, interleaved; the '
+        'first 25%% are warm-up (default: 40)')
     parser.add_argument('--warmup-fraction', type=float, default=0.25)
-    parser.add_argument('--keep-layers', default='3,6,9',
-                        help='0-based selection blocks (default: 3,6,9)')
-    parser.add_argument('--device', default='auto',
-                        help="'auto' (cuda if available), 'cpu', 'cuda'")
+    parser.add_argument(
+        '--keep-layers',
+        default='3,6,9',
+        help='0-based selection blocks (default: 3,6,9)')
+    parser.add_argument(
+        '--device',
+        default='auto',
+        help="'auto' (cuda if available), 'cpu', 'cuda'")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', help='write all measurements as JSON')
     return parser.parse_args(argv)
@@ -68,8 +75,8 @@ def _model_line(results: dict, keep_layers: List[int]) -> str:
             f'{timed} timed), interleaved')
 
 
-def report(results: dict, command: str, wall: float, load_before,
-           load_after, keep_layers: List[int]) -> str:
+def report(results: dict, command: str, wall: float, load_before, load_after,
+           keep_layers: List[int]) -> str:
     """The printed report: set-up lines, the table and notes."""
     import mmengine
     import mmpretrain
@@ -98,8 +105,7 @@ def report(results: dict, command: str, wall: float, load_before,
     ]
     lines = [
         'Token keep/fuse vs dense ViT: FLOPs and inference throughput',
-        f'command: {command}',
-        f'device: {results["device_name"]}',
+        f'command: {command}', f'device: {results["device_name"]}',
         f'torch {torch.__version__}, mmpretrain {mmpretrain.__version__}, '
         f'mmengine {mmengine.__version__}',
         _model_line(results, keep_layers), '',
@@ -115,22 +121,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     command = shlex.join(sys.orig_argv)
     load_before = load_average()
     start = time.perf_counter()
-    results = compare(default_settings(keep_layers), arch=arch,
-                      img_size=args.img_size, patch_size=args.patch,
-                      batch=args.batch, runs=args.runs,
-                      warmup_fraction=args.warmup_fraction,
-                      device=args.device, num_classes=args.num_classes,
-                      seed=args.seed,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    results = compare(
+        default_settings(keep_layers),
+        arch=arch,
+        img_size=args.img_size,
+        patch_size=args.patch,
+        batch=args.batch,
+        runs=args.runs,
+        warmup_fraction=args.warmup_fraction,
+        device=args.device,
+        num_classes=args.num_classes,
+        seed=args.seed,
+        log=lambda m: print(m, file=sys.stderr, flush=True))
     wall = time.perf_counter() - start
     load_after = load_average()
-    print(report(results, command, wall, load_before, load_after,
-                 keep_layers))
+    print(report(results, command, wall, load_before, load_after, keep_layers))
     if args.out:
-        results.update(command=command, wall_seconds=wall,
-                       load_average_before=load_before,
-                       load_average_after=load_after,
-                       keep_layers=keep_layers)
+        results.update(
+            command=command,
+            wall_seconds=wall,
+            load_average_before=load_before,
+            load_average_after=load_after,
+            keep_layers=keep_layers)
         with open(args.out, 'w') as f:
             json.dump(results, f, indent=2)
         print(f'written to {args.out}')
