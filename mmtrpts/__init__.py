@@ -8,7 +8,7 @@ components into MMPretrain's registries and the model zoo
     custom_imports = dict(imports=['mmtrpts'], allow_failed_imports=False)
 """
 from . import compat  # noqa: F401  (must come first: torchvision shim)
-from .stack_check import check_stack
+from .compat.stack_check import check_stack
 from .version import __version__
 
 check_stack()

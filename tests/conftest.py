@@ -5,13 +5,12 @@ import subprocess
 import sys
 from typing import Dict, List
 
-import pytest
-
 import mmtrpts  # noqa: F401  (stack fixes before any mmpretrain import)
+import pytest
 from benchmark_data import write_benchmark_trees
 from mmengine.registry import init_default_scope
 
-from mmtrpts.embedded.benchmark import write_benchmark
+from mmtrpts.datasets.synthetic.mini_vtab import write_benchmark
 
 # Components are registered into mmpretrain's registries, as in configs.
 init_default_scope('mmpretrain')

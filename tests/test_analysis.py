@@ -8,7 +8,7 @@ from mmengine.analysis import FlopAnalyzer
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
-from mmtrpts.analysis import count_flops, count_parameters, sdpa_flop_jit
+from mmtrpts.complexity import count_flops, count_parameters, sdpa_flop_jit
 
 
 class _Attention(torch.nn.Module):

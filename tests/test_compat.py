@@ -2,6 +2,7 @@
 import os.path as osp
 import pickle
 
+import mmtrpts
 import numpy as np
 import pytest
 import torch
@@ -10,9 +11,8 @@ from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
-import mmtrpts
 from mmtrpts.compat import checkpoint_loader, cpu_dist, torchvision_ops
-from mmtrpts.stack_check import check_stack
+from mmtrpts.compat.stack_check import check_stack
 
 SHIM_APPLIED = torchvision_ops._FRAGMENT is not None
 

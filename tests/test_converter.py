@@ -11,13 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mmtrpts  # noqa: F401  (torchvision fix before mmpretrain)
 import numpy as np
 import pytest
 import torch
 
-import mmtrpts  # noqa: F401  (torchvision fix before mmpretrain)
-from mmtrpts.converters.vit_checkpoint import (convert_file, npz_to_mmpretrain,
-                                               timm_to_mmpretrain)
+from mmtrpts.checkpoints.vit_conversion import (convert_file,
+                                                npz_to_mmpretrain,
+                                                timm_to_mmpretrain)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / 'tools' / 'model_converters' / 'vit_to_mmpretrain.py'

@@ -22,15 +22,18 @@ from PIL import Image
 
 from mmtrpts.datasets.annotation_io import AnnotationError, read_vpt_json
 from mmtrpts.datasets.fgvc_meta import FGVC_DATASETS
-from mmtrpts.datasets.fgvc_splits import (allocate_val, build_fgvc_splits,
-                                          read_official_splits,
-                                          stratified_val_split,
-                                          write_fgvc_splits)
-from mmtrpts.datasets.manifest import (ManifestError, build_manifest,
-                                       load_manifest, verify_manifest,
-                                       write_manifest)
-from mmtrpts.datasets.tree_check import (check_fgvc, check_vtab1k,
-                                         format_report, sha256_file)
+from mmtrpts.datasets.preparation import (check_fgvc, check_vtab1k,
+                                          format_report, sha256_file)
+from mmtrpts.datasets.preparation.fgvc_splits import (allocate_val,
+                                                      build_fgvc_splits,
+                                                      read_official_splits,
+                                                      stratified_val_split,
+                                                      write_fgvc_splits)
+from mmtrpts.datasets.preparation.manifest import (ManifestError,
+                                                   build_manifest,
+                                                   load_manifest,
+                                                   verify_manifest,
+                                                   write_manifest)
 from mmtrpts.datasets.vtab_tasks import VTAB_SPLIT_SIZES, VTAB_TASKS
 
 TOOLS = osp.join(REPO, 'tools', 'dataset_converters')

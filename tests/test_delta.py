@@ -3,11 +3,11 @@ import importlib.util
 import os.path as osp
 import sys
 
+import mmtrpts  # noqa: F401  (stack fixes first)
 import numpy as np
 import pytest
 import torch
 from conftest import PYTHON, REPO, assert_ok, run_tool
-import mmtrpts  # noqa: F401  (stack fixes first)
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner.checkpoint import load_checkpoint
@@ -20,7 +20,7 @@ from mmtrpts.selection.record import selection_checksum
 init_default_scope('mmpretrain')
 TOOLS = osp.join(REPO, 'tools', 'model_converters')
 EXPORT = osp.join(TOOLS, 'export_delta.py')
-MERGE = osp.join(TOOLS, 'merge_delta.py')
+MERGE = osp.join(TOOLS, 'merge.py')
 SPARSE = ('patch_embed.projection.weight', 'attn.qkv.weight',
           'attn.proj.weight', 'ffn.layers.0.0.weight', 'ffn.layers.1.weight')
 
@@ -165,7 +165,7 @@ def test_missing_base_file_names_the_path(run):
     _, path = save_delta(run, base_checkpoint='/no/such/vit_base.pth')
     with pytest.raises(
             FileNotFoundError,
-            match=r'/no/such/vit_base\.pth.*merge_delta\.py'):
+            match=r'/no/such/vit_base\.pth.*merge\.py delta'):
         load_checkpoint(build_model(), path, map_location='cpu')
 
 
@@ -261,7 +261,10 @@ def test_cli_export_then_merge_round_trip(run):
     assert loaded['meta']['base_checkpoint'] == run['base_path']
     assert loaded['meta']['dataset_meta'] == dict(classes=list('abcde'))
     assert loaded['meta']['source']['epoch'] == 3
-    assert_ok(run_tool([PYTHON, MERGE, run['base_path'], delta, dense]))
+    assert_ok(
+        run_tool(
+            [PYTHON, MERGE, 'delta', delta, dense, '--base',
+             run['base_path']]))
     merged = torch.load(dense, weights_only=True)
     assert_same(merged['state_dict'], run['trained'])
     assert 'format' not in merged['meta']

@@ -6,15 +6,15 @@ import pytest
 import torch
 from conftest import PYTHON, REPO, assert_ok, run_tool
 
-from mmtrpts.analysis.efficiency_methods import METHODS, register_method
-from mmtrpts.analysis.efficiency_report import (COLUMNS, RATIO_KEYS,
-                                                ReportSettings, build_methods)
-from mmtrpts.analysis.flops import count_flops
-from mmtrpts.analysis.masked_benchmark import (build_wrapper, random_batches,
-                                               trpts_select, vit_arch)
-from mmtrpts.analysis.token_benchmark import build_classifier
+from mmtrpts.complexity.flops import count_flops
+from mmtrpts.efficiency.common import build_wrapper, random_batches, vit_arch
+from mmtrpts.efficiency.methods import METHODS, register_method
+from mmtrpts.efficiency.report import (COLUMNS, RATIO_KEYS, ReportSettings,
+                                       build_methods)
+from mmtrpts.efficiency.token_selection import build_classifier
+from mmtrpts.engine import ParameterSelection
 
-BENCH = osp.join(REPO, 'tools', 'benchmarks', 'efficiency_report.py')
+BENCH = osp.join(REPO, 'tools', 'efficiency', 'efficiency_report.py')
 TINY = [
     '--embed-dims', '64', '--depth', '6', '--heads', '4', '--img-size', '32',
     '--patch', '4', '--batch', '4', '--steps', '1', '--runs', '4',
@@ -54,9 +54,10 @@ def test_cli_tiny_vit_params_flops_and_ratios(tmp_path):
     assert head == 64 * 10 + 10
     assert full['trainable_params'] == full['total_params'] == total
     assert linear['trainable_params'] == head
-    # TR-PTS: the existing API on the same weights and Fisher batches.
-    record, _ = trpts_select(model, build_wrapper(model, 'trpts'),
-                             random_batches(2, 4, 32, 10, 1), 0.05)
+    # TR-PTS: the hook's pipeline on the same weights and Fisher batches.
+    record = ParameterSelection(target_ratio=0.05, progress=False) \
+        .run_on_loader(model, random_batches(2, 4, 32, 10, 1),
+                       build_wrapper(model, 'trpts').roles)
     dense_parts = sum(p.numel() for n, p in model.named_parameters()
                       if n in set(record['full']))
     trainable = record['budget']['trainable']

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from mmtrpts.apis.demo import format_table
+from mmtrpts.apis.embedded_backbone import pretrain_backbone
 from mmtrpts.datasets import VTAB1k
-from mmtrpts.embedded.benchmark import write_task
-from mmtrpts.embedded.demo import format_table
-from mmtrpts.embedded.pretrain import pretrain_backbone
-from mmtrpts.embedded.synthetic_tasks import (IMG_SIZE, SOURCE_TASK,
+from mmtrpts.datasets.synthetic.mini_vtab import write_task
+from mmtrpts.datasets.synthetic.tasks import (IMG_SIZE, SOURCE_TASK,
                                               TARGET_TASKS, generate,
                                               shape_mask)
 

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'gps', '*.py')))
-# (K, lr, total batch) from GPS.md §3.
+# (K, lr, total batch) from docs/methods/gps.md §3.
 EXPECTED = {
     'vit-b_cub.py': (2, 3e-3, 32),
     'vit-b_vtab1k-cifar100.py': (1, 1e-2, 32),

@@ -8,9 +8,9 @@ import yaml
 from conftest import REPO
 from mmpretrain import get_model, list_models
 
-from mmtrpts.analysis.model_zoo import metafile_entry
 from mmtrpts.apis import register_model_zoo
 from mmtrpts.checkpoints import make_delta
+from mmtrpts.results.metafile import metafile_entry
 from mmtrpts.selection.record import selection_checksum
 
 METAFILE = osp.join(REPO, 'configs', 'trpts', 'metafile.yml')

@@ -8,13 +8,12 @@ import re
 import pytest
 from conftest import PYTHON, REPO, assert_ok, run_tool, write_tiny_config
 
-from mmtrpts.analysis.paper_results import PAPER_FGVC, PAPER_VTAB
-from mmtrpts.analysis.results import (SWEEP_RECORD, collect_runs,
-                                      read_evaluations, read_trainable,
-                                      summarize)
-from mmtrpts.analysis.results_format import format_markdown, results_to_json
 from mmtrpts.datasets.fgvc_meta import FGVC_DATASETS
 from mmtrpts.datasets.vtab_tasks import VTAB_GROUPS, VTAB_TASKS
+from mmtrpts.results.paper import PAPER_FGVC, PAPER_VTAB
+from mmtrpts.results.runs import (SWEEP_RECORD, collect_runs, read_evaluations,
+                                  read_trainable, summarize)
+from mmtrpts.results.tables import format_markdown, results_to_json
 
 SWEEP = osp.join(REPO, 'tools', 'sweep.py')
 COLLECT = osp.join(REPO, 'tools', 'analysis_tools', 'collect_results.py')
@@ -210,7 +209,7 @@ def test_vtab_group_means_exact(tmp_path):
 @pytest.mark.parametrize('method', ['full', 'linear', 'gps'])
 def test_paper_per_task_values_give_the_printed_means(tmp_path, method):
     """V-PETL rows: our aggregation of the paper's per-task values
-    reproduces BENCHMARKS.md's means to their last printed digit."""
+    reproduces docs/benchmarks.md's means to their last printed digit."""
     paper = PAPER_VTAB[method]
     _full_vtab(str(tmp_path / 'vtab'), paper.per_task, paper.per_task)
     fgvc = PAPER_FGVC[method]

@@ -12,7 +12,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmpretrain.models import VisionTransformer
 from mmpretrain.registry import MODELS
 
-from mmtrpts.converters.rlrr_merge import merge_rlrr_state_dict
+from mmtrpts.checkpoints.merge_rlrr import merge_rlrr_state_dict
 from mmtrpts.models.backbones import RLRRViT
 from mmtrpts.models.peft.rlrr import (SSF, RLRRLinear, SSFLayerNorm,
                                       rlrr_parameters)
@@ -22,7 +22,7 @@ TINY = dict(
         embed_dims=48, num_layers=2, num_heads=3, feedforward_channels=96),
     img_size=32,
     patch_size=8)
-MERGE_TOOL = osp.join(REPO, 'tools', 'model_converters', 'merge_rlrr.py')
+MERGE_TOOL = osp.join(REPO, 'tools', 'model_converters', 'merge.py')
 
 
 def _perturb(module: nn.Module) -> None:
@@ -135,7 +135,7 @@ def test_vit_b_trains_288768_backbone_parameters():
     counts = {True: 0, False: 0}
     for param in backbone.parameters():
         counts[param.requires_grad] += param.numel()
-    assert counts[True] == 288_768  # RLRR.md §1
+    assert counts[True] == 288_768  # docs/methods/rlrr.md §1
     assert counts[False] == 85_798_656  # the plain ViT-B/16 backbone
 
 
@@ -251,7 +251,7 @@ def test_merge_tool_writes_a_plain_vit_checkpoint(tmp_path):
         dict(
             meta=dict(dataset_meta=dict(classes=list('abcde'))),
             state_dict=model.state_dict()), src)
-    assert_ok(run_tool([PYTHON, MERGE_TOOL, src, out]))
+    assert_ok(run_tool([PYTHON, MERGE_TOOL, 'rlrr', src, out]))
     merged = torch.load(out, weights_only=True)
     assert merged['meta']['dataset_meta'] == dict(classes=list('abcde'))
     plain = _classifier('VisionTransformer')
@@ -261,7 +261,9 @@ def test_merge_tool_writes_a_plain_vit_checkpoint(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), model(x), atol=1e-5, rtol=0)
-    proc = run_tool([PYTHON, MERGE_TOOL, out, str(tmp_path / 'again.pth')])
+    proc = run_tool(
+        [PYTHON, MERGE_TOOL, 'rlrr', out,
+         str(tmp_path / 'again.pth')])
     assert proc.returncode != 0 and 'holds no RLRR parameters' in proc.stderr
 
 

@@ -1,4 +1,5 @@
-"""RLRR configs: values from RLRR.md §4, smoke runs, the embedded config."""
+"""RLRR configs: values from docs/methods/rlrr.md §4, smoke runs, the embedded
+config."""
 import glob
 import os.path as osp
 
@@ -11,7 +12,7 @@ from mmpretrain.registry import MODELS
 
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'rlrr', '*.py')))
 # (lr, weight decay, branch dropout, horizontal flip, epochs): the
-# reference per-task settings (RLRR.md §4).
+# reference per-task settings (docs/methods/rlrr.md §4).
 EXPECTED = {
     'vit-b_cub.py': (3e-3, 5e-2, 0.1, True, 60),
     'vit-b_vtab1k-cifar100.py': (3e-3, 5e-5, 0.1, False, 110),

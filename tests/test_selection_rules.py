@@ -519,7 +519,8 @@ def test_calibrate_vit_b_scale():
     assert sum(s.numel() for s in scores.values()) == 85524480
     rows = sum(s[0] for s in shapes.values())
     assert rows == 83712
-    # 0.34% of the backbone, minus biases and a 50-class head (TRPTS.md §4)
+    # 0.34% of the backbone, minus biases and a 50-class head
+    # (docs/methods/trpts.md §4)
     target = budget_to_entries(.0034, 85798656, 83712 + 50 * 769)
     result = calibrate_trpts(scores, target)
     assert abs(result.num_selected - target) <= .05 * target

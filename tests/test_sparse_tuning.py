@@ -1,10 +1,10 @@
 """Sparse-Tuning: Dense Adapters, SparseTuningViT, BNLinearClsHead, configs.
 
 The stage-sum forward is checked against a line-by-line transcription of
-the released code's loop (SPARSE_TUNING.md §2a table); ViT-B/16 shapes,
-parameter counts and FLOPs against §1/§2a/§4; the benchmark configs train
-2 iterations on the generated trees (``benchmark_data.TINY``); the embedded
-config learns a generated task.
+the released code's loop (docs/methods/sparse_tuning.md §2a table); ViT-B/16
+shapes, parameter counts and FLOPs against §1/§2a/§4; the benchmark configs
+train 2 iterations on the generated trees (``benchmark_data.TINY``); the
+embedded config learns a generated task.
 """
 import glob
 import os.path as osp
@@ -18,8 +18,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
-from mmtrpts.analysis import count_flops, count_parameters
 from mmtrpts.apis import set_task
+from mmtrpts.complexity import count_flops, count_parameters
 from mmtrpts.models import BNLinearClsHead, SparseTuningViT, TokenKeepFuseViT
 from mmtrpts.models.peft import PaperDenseAdapter, StageSumAdapter
 from mmtrpts.models.peft.dense_adapter import stage_sum_schedule
@@ -35,7 +35,7 @@ TINY12 = dict(
 TINY_TOKENS = [17] * 3 + [14] * 3 + [12] * 3 + [10] * 3
 VIT_B = dict(arch='b', img_size=224, patch_size=16)
 SPARSE_CONFIGS = sorted(
-    glob.glob(osp.join(REPO, 'configs', 'sparse_tuning', '*.py')))
+    glob.glob(osp.join(REPO, 'configs', 'sparse-tuning', '*.py')))
 # (dataset type, data-set key, classes)
 EXPECTED = {
     'vit-b_cub.py': ('FGVC', 'cub', 200),
@@ -140,7 +140,7 @@ def test_stage_plan_is_the_reference_table_and_checks_keep_layers():
 # -- the stage-sum forward --------------------------------------------------
 def _reference_stage_sums(model: SparseTuningViT, image: torch.Tensor):
     """The released code's block loop, transcribed for 12 blocks, keep
-    layers 3, 6, 9 (SPARSE_TUNING.md §2a table); [CLS] feature."""
+    layers 3, 6, 9 (docs/methods/sparse_tuning.md §2a table); [CLS] feature."""
     x = model._embed(image)[0]
     stage0, stage1, stage2, stage3 = x, [], [], []
     for i, layer in enumerate(model.layers):

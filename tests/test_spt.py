@@ -17,8 +17,9 @@ from mmpretrain.registry import MODELS
 from test_spt_allocation import allocate_planted
 
 from mmtrpts.apis import compute_sensitivity, set_task
-from mmtrpts.embedded.benchmark import write_benchmark
-from mmtrpts.models.peft import SPTLinear, merge_spt_lora
+from mmtrpts.checkpoints import merge_spt_lora
+from mmtrpts.datasets.synthetic.mini_vtab import write_benchmark
+from mmtrpts.models.peft import SPTLinear
 from mmtrpts.selection.spt_allocation import (is_scored, spt_units,
                                               unit_threshold,
                                               validate_allocation)
@@ -26,7 +27,7 @@ from mmtrpts.selection.spt_allocation import (is_scored, spt_units,
 TINY_ARCH = dict(
     embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
 VIT = dict(arch=TINY_ARCH, img_size=32, patch_size=4)
-MERGE_TOOL = osp.join(REPO, 'tools', 'model_converters', 'merge_spt.py')
+MERGE_TOOL = osp.join(REPO, 'tools', 'model_converters', 'merge.py')
 SPT_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'spt', '*.py')))
 SCHEDULE = osp.join(REPO, 'configs', '_base_', 'schedules',
                     'spt_adamw_cosine.py')
@@ -111,7 +112,8 @@ def test_sptvit_structure_trainability_and_counts(tiny_file):
     assert isinstance(qkv, SPTLinear) and isinstance(proj, SPTLinear)
     assert qkv.row_ranges == {'q': (0, 32), 'v': (64, 96)}
     assert qkv.parallel == (structured_type == 'lora') and proj.parallel
-    # LoRA on attn.proj reads its input without dropout (SPT.md §2).
+    # LoRA on attn.proj reads its input without dropout (docs/methods/spt.md
+    # §2).
     assert isinstance(proj.branches['all'].dropout, torch.nn.Identity) == \
         (structured_type == 'lora')
     assert isinstance(qkv.branches['q'].dropout, torch.nn.Dropout)
@@ -191,7 +193,7 @@ def test_lora_merge_round_trip(tiny_file, tmp_path):
 
 def _run_merge_tool(*args):
     argv = sys.argv
-    sys.argv = [MERGE_TOOL, *args]
+    sys.argv = [MERGE_TOOL, 'spt', *args]
     try:
         runpy.run_path(MERGE_TOOL, run_name='__main__')
     finally:
@@ -306,9 +308,9 @@ def test_mismatched_files_and_checkpoints_are_refused(tiny_file, tmp_path):
 
 
 def test_vit_b_counts_equal_the_spec_formulas(tmp_path):
-    """SPT.md §1's cifar @ 0.4M allocation, planted on ViT-B/16: 14 LoRA
-    matrices (q, k, v, proj, fc1, fc2) = (0, 0, 4, 3, 4, 3) in blocks 0-4,
-    69 full vectors (68 x 768 + 1 x 3072) and 23,789 unstructured entries
+    """docs/methods/spt.md §1's cifar @ 0.4M allocation, planted on ViT-B/16:
+    14 LoRA matrices (q, k, v, proj, fc1, fc2) = (0, 0, 4, 3, 4, 3) in blocks
+    0-4, 69 full vectors (68 x 768 + 1 x 3072) and 23,789 unstructured entries
     -> structured incl. vectors 356,352, total 380,909."""
     vit_b = dict(arch='b', img_size=224, patch_size=16)
     shapes = _shapes(**vit_b)

@@ -19,7 +19,8 @@ BLOCK0 = {
     'layers.0.ffn.layers.0.0.bias': [H],
     'layers.0.ffn.layers.1.weight': [D, H],
 }
-# (q/k/v/proj, fc1, fc2) thresholds and module sizes of SPT.md §1's table.
+# (q/k/v/proj, fc1, fc2) thresholds and module sizes of docs/methods/spt.md
+# §1's table.
 SPEC = {
     'lora': dict(attn=(1229, 12288), fc1=(3072, 30720), fc2=(3072, 30720)),
     'adapter': dict(attn=(1307, 13064), fc1=(5224, 52232), fc2=(1307, 13064)),

@@ -6,13 +6,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import PYTHON, REPO, assert_ok, run_tool
 from mmengine.config import Config
 from mmpretrain.registry import MODELS
 
-from conftest import PYTHON, REPO, assert_ok, run_tool
-from mmtrpts.analysis.token_visualization import (DROPPED, FUSED, KEPT,
-                                                  draw_token_grid,
-                                                  patch_states, render_states)
+from mmtrpts.visualization.token_selection import (DROPPED, FUSED, KEPT,
+                                                   draw_token_grid,
+                                                   patch_states, render_states)
 
 TOOL = osp.join(REPO, 'tools', 'visualize_tokens.py')
 BASE = osp.join(REPO, 'configs', 'embedded', 'vit-tiny_full-ft_mini-vtab.py')

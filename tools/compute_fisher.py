@@ -5,8 +5,9 @@ Writes ``selection.pth`` (the record FisherSelectionHook can load through
 neuron, selected count, density) and ``selection_density.png``.
 
 Example:
-    python tools/compute_fisher.py configs/embedded/vit-tiny_trpts-param_mini-vtab.py \\
-        --out work_dirs/fisher
+    python tools/compute_fisher.py
+        configs/embedded/vit-tiny_trpts-param_mini-vtab.py \\ --out
+        work_dirs/fisher
     # then train without a second pass:
     python tools/train.py CONFIG --cfg-options \\
         custom_hooks.0.selection_file=work_dirs/fisher/selection.pth
@@ -17,13 +18,9 @@ import os.path as osp
 import mmtrpts  # noqa: F401  (stack fixes first; registers components)
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import init_default_scope
-from mmpretrain.registry import HOOKS, MODELS
 
-from mmtrpts.analysis.selection_report import format_layer_table, \
-    write_summary
-from mmtrpts.selection.eligibility import assign_roles
-from mmtrpts.selection.record import validate_record
+from mmtrpts.apis import compute_selection
+from mmtrpts.selection.report import format_layer_table
 
 
 def parse_args():
@@ -48,32 +45,14 @@ def main():
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    hook_cfgs = [
-        h for h in cfg.get('custom_hooks', [])
-        if h.get('type') == 'FisherSelectionHook'
-    ]
-    if len(hook_cfgs) != 1:
-        raise KeyError(f'{args.config} must have exactly one '
-                       "dict(type='FisherSelectionHook') in custom_hooks")
-    hook = HOOKS.build(hook_cfgs[0])
-    out = args.out or osp.join('work_dirs',
-                               osp.splitext(osp.basename(args.config))[0],
-                               'selection')
-
-    model = MODELS.build(cfg.model)
-    model.init_weights()  # loads the pretrained backbone
-    model.to(args.device)
-    roles = assign_roles(model, cfg.optim_wrapper.get('eligibility'))
-    record = hook.select(cfg, model, roles)
-    validate_record(record, {n: p.shape for n, p in model.named_parameters()})
-    paths = write_summary(record, out)
-    torch.save(record, osp.join(out, 'selection.pth'))
+    result = compute_selection(cfg, args.out, device=args.device)
+    record, paths = result['record'], result['paths']
     print(format_layer_table(record))
     budget = record['budget']
+    out = osp.dirname(paths['pth'])
     print(f'trainable {budget["trainable"]:,} = '
           f'{100 * budget["realized_ratio"]:.3f}% of the '
-          f'{budget["denominator_kind"]}; written to {out}: selection.pth, ' +
+          f'{budget["denominator_kind"]}; written to {out}: ' +
           ', '.join(osp.basename(p) for p in paths.values()))
 
 

@@ -15,7 +15,7 @@ import time
 import mmtrpts  # noqa: F401
 from mmengine.config import DictAction
 
-from mmtrpts.embedded.demo import run_demo
+from mmtrpts.apis.demo import run_demo
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs', 'embedded')

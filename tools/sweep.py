@@ -39,11 +39,10 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import mmtrpts  # noqa: F401  (stack fixes first)
-
-from mmtrpts.analysis.results import SWEEP_RECORD
 from mmtrpts.datasets.fgvc_meta import FGVC_DATASETS, resolve_fgvc
+from mmtrpts.datasets.synthetic.tasks import TARGET_TASKS
 from mmtrpts.datasets.vtab_tasks import VTAB_TASKS, resolve_task
-from mmtrpts.embedded.synthetic_tasks import TARGET_TASKS
+from mmtrpts.results.runs import SWEEP_RECORD
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')

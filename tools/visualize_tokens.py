@@ -33,11 +33,11 @@ from mmengine.runner import load_checkpoint
 from mmengine.utils import mkdir_or_exist
 from mmpretrain.registry import MODELS
 
-from mmtrpts.analysis.token_visualization import (DROPPED, FUSED, KEPT,
-                                                  draw_token_grid,
-                                                  patch_states)
 from mmtrpts.models.backbones.token_keep_fuse_vit import TokenKeepFuseViT
 from mmtrpts.models.utils.token_keep_fuse import num_kept
+from mmtrpts.visualization.token_selection import (DROPPED, FUSED, KEPT,
+                                                   draw_token_grid,
+                                                   patch_states)
 
 
 class VisualizationError(Exception):

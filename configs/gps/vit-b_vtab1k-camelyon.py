@@ -2,8 +2,8 @@
 # VTAB-1k Patch Camelyon (specialized), 2 classes.
 # 8 GPUs x 4 images = 32 per step:
 #   tools/dist_train.sh configs/gps/vit-b_vtab1k-camelyon.py 8
-# From the GPS released script for this data set (GPS.md §3): batch 32 in
-# total, lr 4e-3, drop-path 0, K = 2 connections per neuron
+# From the GPS released script for this data set (docs/methods/gps.md §3):
+# batch 32 in total, lr 4e-3, drop-path 0, K = 2 connections per neuron
 # (`times_para`). Harmonised recipe: see the base.
 _base_ = ['../_base_/recipes/gps_vit-b_vtab1k.py']
 
@@ -12,12 +12,9 @@ train_dataloader = dict(batch_size=4, dataset=dict(task='patch_camelyon'))
 val_dataloader = dict(dataset=dict(task='patch_camelyon'))
 test_dataloader = val_dataloader
 data_preprocessor = dict(num_classes=2)
-model = dict(
-    backbone=dict(drop_path_rate=0.0), head=dict(num_classes=2))
+model = dict(head=dict(num_classes=2))
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = _base_.param_scheduler
 param_scheduler[0].start_factor = 1e-7 / lr  # GPS: warm-up from 1e-7
-# The total batch of `lr`; `--auto-scale-lr` rescales lr for other totals.
-auto_scale_lr = dict(base_batch_size=32)
 custom_hooks = _base_.custom_hooks
 custom_hooks[0].k = 2

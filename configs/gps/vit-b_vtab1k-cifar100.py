@@ -1,8 +1,8 @@
 # GPS rule (uniform K per neuron) baseline, ViT-B/16 IN-21k,
 # VTAB-1k CIFAR-100 (natural), 100 classes.  8 GPUs x 4 images = 32 per step:
 #   tools/dist_train.sh configs/gps/vit-b_vtab1k-cifar100.py 8
-# From the GPS released script for this data set (GPS.md §3): batch 32 in
-# total, lr 1e-2, drop-path 0, K = 1 connections per neuron
+# From the GPS released script for this data set (docs/methods/gps.md §3):
+# batch 32 in total, lr 1e-2, drop-path 0, K = 1 connections per neuron
 # (`times_para`). Harmonised recipe: see the base.
 _base_ = ['../_base_/recipes/gps_vit-b_vtab1k.py']
 
@@ -11,12 +11,7 @@ train_dataloader = dict(batch_size=4, dataset=dict(task='cifar'))
 val_dataloader = dict(dataset=dict(task='cifar'))
 test_dataloader = val_dataloader
 data_preprocessor = dict(num_classes=100)
-model = dict(
-    backbone=dict(drop_path_rate=0.0), head=dict(num_classes=100))
+model = dict(head=dict(num_classes=100))
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = _base_.param_scheduler
 param_scheduler[0].start_factor = 1e-7 / lr  # GPS: warm-up from 1e-7
-# The total batch of `lr`; `--auto-scale-lr` rescales lr for other totals.
-auto_scale_lr = dict(base_batch_size=32)
-custom_hooks = _base_.custom_hooks
-custom_hooks[0].k = 1

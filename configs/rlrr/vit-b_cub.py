@@ -1,9 +1,9 @@
 # RLRR, ViT-B/16 IN-21k, FGVC CUB-200-2011 (200 classes, VPT splits:
 # trainval -> test).  8 GPUs x 4 images = 32 per step:
 #   tools/dist_train.sh configs/rlrr/vit-b_cub.py 8
-# Per-data-set values, the reference `train_fgvc.py` for CUB (RLRR.md §4):
-#   batch 32 in total (8 GPUs x 4), lr 3e-3, weight decay 5e-2,
-#   drop_path 0.1 (= branch_dropout);
+# Per-data-set values, the reference `train_fgvc.py` for CUB
+#   (docs/methods/rlrr.md §4): batch 32 in total (8 GPUs x 4), lr 3e-3, weight
+#   decay 5e-2, drop_path 0.1 (= branch_dropout);
 #   CUB (and Stanford Dogs) replace the cosine schedule by
 #   CosineAnnealingWarmRestarts(T_0=5, T_mult=1, eta_min=0) stepped per
 #   epoch, without warm-up, over the 60 epochs (50 + 10 cooldown);
@@ -23,5 +23,3 @@ param_scheduler = [
     dict(type='CosineRestartLR', periods=[5] * 12, restart_weights=[1] * 12,
          eta_min=0., by_epoch=True, begin=0, end=60),
 ]
-# The total batch of `lr`; `--auto-scale-lr` rescales lr for other totals.
-auto_scale_lr = dict(base_batch_size=32)

@@ -2,7 +2,7 @@
 # (folder `patch_camelyon`, 2 classes).  8 GPUs x 4 images = 32 per step:
 #   tools/dist_train.sh configs/rlrr/vit-b_vtab1k-camelyon.py 8
 # Per-task values, the reference VTABConfig for `patch_camelyon`
-# (RLRR.md §4):
+# (docs/methods/rlrr.md §4):
 #   batch 32 in total (8 GPUs x 4), lr 3e-3, weight decay 5e-2,
 #   drop_path 0.3 (= branch_dropout), horizontal flip (simple_aug);
 #   110 epochs, warm-up from 1e-7, minimum lr 1e-8: the recipe base.
@@ -20,5 +20,3 @@ model = dict(backbone=dict(branch_dropout=0.3), head=dict(num_classes=2))
 optim_wrapper = dict(optimizer=dict(lr=lr, weight_decay=5e-2))
 param_scheduler = _base_.param_scheduler
 param_scheduler[0].start_factor = 1e-7 / lr  # warm-up from 1e-7
-# The total batch of `lr`; `--auto-scale-lr` rescales lr for other totals.
-auto_scale_lr = dict(base_batch_size=32)

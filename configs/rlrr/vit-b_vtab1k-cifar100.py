@@ -1,8 +1,8 @@
 # RLRR, ViT-B/16 IN-21k, VTAB-1k CIFAR-100
 # (folder `cifar`, 100 classes).  8 GPUs x 4 images = 32 per step:
 #   tools/dist_train.sh configs/rlrr/vit-b_vtab1k-cifar100.py 8
-# Per-task values, the reference VTABConfig for `cifar` (RLRR.md §4):
-#   batch 32 in total (8 GPUs x 4), lr 3e-3, weight decay 5e-5,
+# Per-task values, the reference VTABConfig for `cifar` (docs/methods/rlrr.md
+#   §4): batch 32 in total (8 GPUs x 4), lr 3e-3, weight decay 5e-5,
 #   drop_path 0.1 (= branch_dropout), no horizontal flip;
 #   110 epochs, warm-up from 1e-7, minimum lr 1e-8: the recipe base.
 # Paper: 75.6 top-1 (RLRR Table 2, best test epoch).
@@ -17,5 +17,3 @@ model = dict(backbone=dict(branch_dropout=0.1), head=dict(num_classes=100))
 optim_wrapper = dict(optimizer=dict(lr=lr, weight_decay=5e-5))
 param_scheduler = _base_.param_scheduler
 param_scheduler[0].start_factor = 1e-7 / lr  # warm-up from 1e-7
-# The total batch of `lr`; `--auto-scale-lr` rescales lr for other totals.
-auto_scale_lr = dict(base_batch_size=32)

@@ -2,7 +2,7 @@
 # classes): the LoRA config with Adapters of rank 8 (sequential on the
 # layer output, parallel on attn.proj; not mergeable).  The thresholds
 # depend on the module type, so the allocation is computed for Adapters
-# (SPT's adapter script loads the LoRA file, SPT.md §5.3):
+# (SPT's adapter script loads the LoRA file, docs/methods/spt.md §5.3):
 #   python tools/compute_sensitivity.py \
 #       configs/spt/vit-b-adapter_vtab1k-cifar100.py --budget 0.4 \
 #       --type adapter --out data/sensitivity/spt-adapter_cifar100_0.4M.pth

@@ -6,7 +6,7 @@
 #   tools/dist_train.sh configs/spt/vit-b-lora_cub.py 8
 # Per-data-set values: data set and classes from the FGVC table
 # (mmtrpts/datasets/fgvc_meta.py); budget 0.4M (SPT publishes no FGVC
-# budgets or recipe, SPT.md §3: 0.4M from its VTAB-1k sweep
+# budgets or recipe, docs/methods/spt.md §3: 0.4M from its VTAB-1k sweep
 # {1.0, 0.8, 0.6, 0.4, 0.2}M); the rest is the recipe base's decision.
 _base_ = ['../_base_/recipes/spt_vit-b_fgvc.py']
 

@@ -8,8 +8,8 @@
 # Per-task values: task and classes from the VTAB-1k table
 # (mmtrpts/datasets/vtab_tasks.py); budget 0.4M, one of SPT's per-task
 # sweep {1.0, 0.8, 0.6, 0.4, 0.2}M (SPT's shipped cifar file at 0.4M
-# realises 0.381M, SPT.md §1); everything else is SPT's one VTAB-1k recipe
-# for all tasks (the base).
+# realises 0.381M, docs/methods/spt.md §1); everything else is SPT's one
+# VTAB-1k recipe for all tasks (the base).
 _base_ = ['../_base_/recipes/spt_vit-b_vtab1k.py']
 
 train_dataloader = dict(dataset=dict(task='cifar'))

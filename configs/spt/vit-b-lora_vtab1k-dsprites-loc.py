@@ -7,9 +7,9 @@
 #   tools/dist_train.sh configs/spt/vit-b-lora_vtab1k-dsprites-loc.py 8
 # Per-task values: task and classes from the VTAB-1k table
 # (mmtrpts/datasets/vtab_tasks.py); budget 0.4M, one of SPT's per-task
-# sweep {1.0, 0.8, 0.6, 0.4, 0.2}M (SPT.md §3; no shipped file for this
-# task is quoted in SPT.md); everything else is SPT's one VTAB-1k recipe
-# for all tasks (the base).
+# sweep {1.0, 0.8, 0.6, 0.4, 0.2}M (docs/methods/spt.md §3; no shipped file for
+# this task is quoted in docs/methods/spt.md); everything else is SPT's one
+# VTAB-1k recipe for all tasks (the base).
 _base_ = ['../_base_/recipes/spt_vit-b_vtab1k.py']
 
 train_dataloader = dict(dataset=dict(task='dsprites_loc'))

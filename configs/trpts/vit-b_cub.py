@@ -2,12 +2,13 @@
 # train+val -> test).  8 GPUs x 4 images = 32 per step:
 #   tools/dist_train.sh configs/trpts/vit-b_cub.py 8
 # (GPS EMA decay for this data set: 0.9998; not used, see the recipe.)
-# Per-task values (TR-PTS publishes none; TRPTS.md §9 adopts GPS's):
-#   batch 32 in total (8 GPUs x 4), lr 3e-3, drop-path 0: the GPS
-#     released script for cub (GPS.md §3);
+# Per-task values (TR-PTS publishes none; docs/methods/trpts.md §9 adopts
+#   GPS's): batch 32 in total (8 GPUs x 4), lr 3e-3, drop-path 0: the GPS
+#     released script for cub (docs/methods/gps.md §3);
 #   budget 0.0060 = 0.60% of the backbone, TR-PTS's FGVC figure
-#     (TRPTS.md §10; per-data-set budgets are not published);
-#   100 epochs, GPS FGVC augmentation: the recipe base (TRPTS.md §9).
+#     (docs/methods/trpts.md §10; per-data-set budgets are not published);
+#   100 epochs, GPS FGVC augmentation: the recipe base (docs/methods/trpts.md
+#   §9).
 _base_ = ['../_base_/recipes/trpts_vit-b_fgvc.py']
 
 lr = 3e-3
@@ -15,13 +16,7 @@ train_dataloader = dict(batch_size=4, dataset=dict(dataset='cub'))
 val_dataloader = dict(dataset=dict(dataset='cub'))
 test_dataloader = val_dataloader
 data_preprocessor = dict(num_classes=200)
-model = dict(
-    backbone=dict(drop_path_rate=0.0), head=dict(num_classes=200))
+model = dict(head=dict(num_classes=200))
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = _base_.param_scheduler
 param_scheduler[0].start_factor = 1e-7 / lr  # GPS: warm-up from 1e-7
-train_cfg = dict(max_epochs=100)
-# The total batch of `lr`; `--auto-scale-lr` rescales lr for other totals.
-auto_scale_lr = dict(base_batch_size=32)
-custom_hooks = _base_.custom_hooks
-custom_hooks[0].target_ratio = 0.0060

@@ -1,12 +1,12 @@
 # TR-PTS, ViT-B/16 IN-21k, VTAB-1k Diabetic Retinopathy
 # (folder `diabetic_retinopathy`, 5 classes).  8 GPUs x 4 images = 32 per step:
 #   tools/dist_train.sh configs/trpts/vit-b_vtab1k-retinopathy.py 8
-# Per-task values (TR-PTS publishes none; TRPTS.md §9 adopts GPS's):
-#   batch 32 in total (8 GPUs x 4), lr 2e-3, drop-path 0.2: the GPS
-#     released script for diabetic_retinopathy (GPS.md §3);
+# Per-task values (TR-PTS publishes none; docs/methods/trpts.md §9 adopts
+#   GPS's): batch 32 in total (8 GPUs x 4), lr 2e-3, drop-path 0.2: the GPS
+#     released script for diabetic_retinopathy (docs/methods/gps.md §3);
 #   budget 0.0034 = 0.34% of the backbone, TR-PTS's VTAB-1k figure
-#     (TRPTS.md §10; per-task budgets are not published);
-#   100 epochs, no augmentation: the recipe base (TRPTS.md §9).
+#     (docs/methods/trpts.md §10; per-task budgets are not published);
+#   100 epochs, no augmentation: the recipe base (docs/methods/trpts.md §9).
 _base_ = ['../_base_/recipes/trpts_vit-b_vtab1k.py']
 
 lr = 2e-3
@@ -20,8 +20,3 @@ model = dict(
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = _base_.param_scheduler
 param_scheduler[0].start_factor = 1e-7 / lr  # GPS: warm-up from 1e-7
-train_cfg = dict(max_epochs=100)
-# The total batch of `lr`; `--auto-scale-lr` rescales lr for other totals.
-auto_scale_lr = dict(base_batch_size=32)
-custom_hooks = _base_.custom_hooks
-custom_hooks[0].target_ratio = 0.0034

@@ -1,12 +1,13 @@
 from .model_zoo import register_model_zoo
 from .run_config import (apply_loader_flags, apply_train_flags,
                          resolve_work_dir)
+from .selection import compute_selection, selection_settings
 from .sensitivity import (SENSITIVITY_DEFAULTS, allocation_summary,
                           compute_sensitivity)
 from .task_config import set_task
 
 __all__ = [
     'SENSITIVITY_DEFAULTS', 'allocation_summary', 'apply_loader_flags',
-    'apply_train_flags', 'compute_sensitivity', 'register_model_zoo',
-    'resolve_work_dir', 'set_task'
+    'apply_train_flags', 'compute_selection', 'compute_sensitivity',
+    'register_model_zoo', 'resolve_work_dir', 'selection_settings', 'set_task'
 ]

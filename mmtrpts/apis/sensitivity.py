@@ -3,8 +3,8 @@
 SPT (He et al., ICCV 2023) needs its scores *before* the model exists: which
 matrices get a LoRA / Adapter decides the model's parameters, and MMEngine
 builds the model, wraps it in DDP and builds the optimizer before any hook
-runs (MMPRETRAIN_NOTES.md §1).  So the pass is a separate stage, run once
-per task and budget like SPT's own scripts:
+runs (docs/design/runner_order.md §1).  So the pass is a separate stage, run
+once per task and budget like SPT's own scripts:
 
 1. :func:`compute_sensitivity` builds the config's model with a *plain*
    ``VisionTransformer`` backbone (the ``SPTViT`` arguments dropped), loads
@@ -17,8 +17,8 @@ per task and budget like SPT's own scripts:
    before DDP wraps the model.
 
 Defaults are SPT's pass (16 batches x 32 images in sequential order, plain
-CE, random head; SPT.md §1) except the model mode and transform, which
-follow our TR-PTS pass: ``mode='eval'`` (drop-path off, reproducible) and
+CE, random head; docs/methods/spt.md §1) except the model mode and transform,
+which follow our TR-PTS pass: ``mode='eval'`` (drop-path off, reproducible) and
 the test-time transform.  ``mode='train'`` reproduces SPT (drop-path 0.1
 active).  A config's top-level ``sensitivity_cfg`` dict overrides the
 defaults, keyword arguments override both.
@@ -37,7 +37,7 @@ from mmengine.logging import MMLogger, print_log
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
 
-from ..analysis.selection_report import short_name
+from ..selection.report import short_name
 from ..engine.fisher_pass import (build_fisher_dataloader,
                                   compute_fisher_scores)
 from ..models.backbones.spt_vit import plain_vit_cfg

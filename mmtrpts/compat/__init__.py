@@ -1,6 +1,6 @@
 """Fixes for the host stack, applied on ``import mmtrpts``.
 
-See ``MMPRETRAIN_NOTES.md`` §8 and the README section "Stack fixes".
+See ``docs/design/runner_order.md`` §8 and the README section "Stack fixes".
 """
 from .torchvision_ops import ensure_torchvision_op_schemas
 

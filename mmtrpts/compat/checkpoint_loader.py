@@ -35,11 +35,12 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from mmengine.utils import digit_version
 import mmengine
 
-from ..checkpoints.delta import apply_delta, is_delta, merged_meta
+from ..checkpoints.delta import is_delta
+from ..checkpoints.merge import merge_checkpoint
 
 # The last mmengine release whose local loader lacks ``weights_only=False``.
 _LAST_UNFIXED_MMENGINE = '0.10.7'
-_MERGE_TOOL = 'tools/model_converters/merge_delta.py'
+_MERGE_TOOL = 'tools/model_converters/merge.py delta'
 
 
 def needs_patch() -> bool:
@@ -86,7 +87,7 @@ def resolve_base_path(base: str, delta_path: str) -> str:
         FileNotFoundError: naming the path and how to fix it.
     """
     hint = (f'; merge the delta into a dense checkpoint with {_MERGE_TOOL} '
-            'BASE DELTA OUT, or re-export it with --base-path-in-meta')
+            'DELTA OUT --base BASE, or re-export it with --base-path-in-meta')
     if not base:
         raise FileNotFoundError(
             f'delta checkpoint {delta_path} names no base checkpoint '
@@ -115,20 +116,14 @@ def merge_delta_checkpoint(delta: dict,
         map_location (str, optional): Same as :func:`torch.load`.
 
     Returns:
-        dict: ``{'meta': ..., 'state_dict': merged state dict}``; the meta
-        is the delta's, see :func:`~mmtrpts.checkpoints.merged_meta`.
+        dict: ``{'meta': ..., 'state_dict': merged state dict}`` of
+        :func:`~mmtrpts.checkpoints.merge.merge_checkpoint`.
     """
     base_path = resolve_base_path(delta['meta'].get('base_checkpoint'),
                                   delta_path)
     base = read_checkpoint_file(base_path, map_location)
-    if is_delta(base):
-        raise ValueError(f'base checkpoint {base_path} of {delta_path} is '
-                         f'itself a delta; merge it first with {_MERGE_TOOL}')
-    if isinstance(base, dict) and isinstance(base.get('state_dict'), dict):
-        base = base['state_dict']
-    return dict(
-        meta=merged_meta(delta['meta'], delta_path, base_path),
-        state_dict=apply_delta(base, delta))
+    return merge_checkpoint('delta', delta, delta_path, base=base,
+                            base_source=base_path)
 
 
 def load_local_checkpoint(filename: str, map_location=None) -> dict:

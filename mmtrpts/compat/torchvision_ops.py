@@ -8,7 +8,7 @@ schemas that only the extension defines, so ``import torchvision`` (and with
 it ``import mmpretrain.models``) fails with
 ``RuntimeError: operator torchvision::nms does not exist``.
 
-The fix (``MMPRETRAIN_NOTES.md`` §8, option b): before torchvision is
+The fix (``docs/design/runner_order.md`` §8, option b): before torchvision is
 imported, try to load its extension exactly as torchvision would.  Only if
 that fails, define the two schemas in a ``torchvision`` library fragment so
 that the fake-kernel registrations find them.  Python-level torchvision then

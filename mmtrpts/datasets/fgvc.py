@@ -1,4 +1,4 @@
-"""FGVC data sets with VPT json splits (BENCHMARKS.md §2)."""
+"""FGVC data sets with VPT json splits (docs/benchmarks.md §2)."""
 import os.path as osp
 from typing import Dict, List, Optional, Sequence, Tuple
 

@@ -1,6 +1,6 @@
 """Metadata of the five FGVC data sets with VPT json splits.
 
-See BENCHMARKS.md §2. Folder names and image sub-folders differ between
+See docs/benchmarks.md §2. Folder names and image sub-folders differ between
 codebases, so both are per-dataset settings of :class:`FGVC`; the defaults
 are the GPS layout.
 """

@@ -1,4 +1,4 @@
-"""VTAB-1k in the NOAH/SSF image-file layout (BENCHMARKS.md §1)."""
+"""VTAB-1k in the NOAH/SSF image-file layout (docs/benchmarks.md §1)."""
 import logging
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
@@ -27,7 +27,7 @@ _SPLIT_MODES = {
 class VTAB1k(SourceContextMixin, BaseDataset):
     """A VTAB-1k task stored as image files plus ``<split>.txt`` lists.
 
-    Layout (NOAH/SSF release; BENCHMARKS.md §1)::
+    Layout (NOAH/SSF release; docs/benchmarks.md §1)::
 
         <data_root>/<task>/train800.txt  val200.txt  train800val200.txt
         <data_root>/<task>/test.txt

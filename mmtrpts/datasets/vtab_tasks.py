@@ -1,4 +1,4 @@
-"""Metadata of the 19 VTAB-1k tasks (BENCHMARKS.md §1).
+"""Metadata of the 19 VTAB-1k tasks (docs/benchmarks.md §1).
 
 The canonical key of a task is its folder name in the NOAH/SSF release
 (``cifar``, ``oxford_flowers102``, ...). :func:`resolve_task` also accepts

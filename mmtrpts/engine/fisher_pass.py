@@ -6,7 +6,7 @@ model in ``eval()`` mode in fp32 (dropout and drop-path off, no batch
 augments), accumulates squared gradients with ``torch.autograd.grad`` on the
 *unwrapped* model (DDP's reducer never fires) and all-reduces the sums, so
 every rank derives the same selection.  ``mode='train'`` keeps dropout and
-drop-path active instead (SPT's sensitivity pass, SPT.md §1).
+drop-path active instead (SPT's sensitivity pass, docs/methods/spt.md §1).
 """
 import copy
 import time

@@ -1,9 +1,9 @@
 r"""Which parameters are masked, fully trained or frozen (pure torch).
 
-Defaults follow GPS (CVPR 2024) as adopted by TR-PTS (TRPTS.md §3): the
-weight of every ``Linear``/``Conv`` outside the head is *masked* (a Fisher
-selection picks entries of it); their biases and the whole head are *full*
-(trained densely); everything else -- norms, position embeddings, the
+Defaults follow GPS (CVPR 2024) as adopted by TR-PTS (docs/methods/trpts.md
+§3): the weight of every ``Linear``/``Conv`` outside the head is *masked* (a
+Fisher selection picks entries of it); their biases and the whole head are
+*full* (trained densely); everything else -- norms, position embeddings, the
 [CLS] token -- is *frozen*.  For MMPretrain's ViT that is exactly the 49
 matrices (qkv, proj, fc1, fc2 of each block and the patch embedding); the
 same rule works for conv backbones.

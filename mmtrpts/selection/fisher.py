@@ -1,10 +1,10 @@
 """Diagonal empirical Fisher information (pure torch).
 
 ``F(theta) ~ E[(dL/dtheta)^2]`` with the cross-entropy loss on true labels
-(TR-PTS, ICCV 2025; TRPTS.md §2).  The statistic is per batch: for each
-batch the gradient of the *batch-mean* loss is squared and summed, then the
-sum is divided by the number of batches -- the statistic SPT (ICCV 2023)
-also uses.  Gradients come from :func:`torch.autograd.grad`, never
+(TR-PTS, ICCV 2025; docs/methods/trpts.md §2).  The statistic is per batch:
+for each batch the gradient of the *batch-mean* loss is squared and summed,
+then the sum is divided by the number of batches -- the statistic SPT (ICCV
+2023) also uses.  Gradients come from :func:`torch.autograd.grad`, never
 ``.backward()``: the parameters' ``.grad`` and DDP's reducer stay untouched.
 """
 from typing import Dict

@@ -2,7 +2,7 @@
 
 TR-PTS (ICCV 2025) observes that blocks with sparser selected parameters
 encode less informative tokens, so token reduction is placed in the
-parameter-sparse blocks (TRPTS.md §7).  The density of block b is
+parameter-sparse blocks (docs/methods/trpts.md §7).  The density of block b is
 ``d_b = sum_l selected_l / sum_l numel_l`` over its masked matrices (the
 patch embedding is not a block).
 """

@@ -1,10 +1,10 @@
 """SPT's sensitivity-based allocation (pure torch).
 
 He et al., *Sensitivity-Aware Visual Parameter-Efficient Fine-Tuning*,
-ICCV 2023 (SPT.md §1).  One global ranking of the sensitivity scores (the
-batch-level empirical Fisher of :mod:`mmtrpts.selection.fisher`) is swept
-over ``tau`` = ``tau_step, 2 * tau_step, ... <= tau_max`` sensitive entries;
-for each ``tau`` every scored tensor is classified:
+ICCV 2023 (docs/methods/spt.md §1).  One global ranking of the sensitivity
+scores (the batch-level empirical Fisher of :mod:`mmtrpts.selection.fisher`)
+is swept over ``tau`` = ``tau_step, 2 * tau_step, ... <= tau_max`` sensitive
+entries; for each ``tau`` every scored tensor is classified:
 
 * a **matrix** with ``n`` sensitive entries is *structured* (a LoRA or an
   Adapter of rank ``r`` over the whole matrix, ``P`` parameters) if
@@ -19,8 +19,8 @@ to the target wins, ties going to the later ``tau``.
 Scored tensors are every parameter except those whose names contain
 ``head``, ``cls_token``, ``patch_embed`` or ``pos_embed``.  MMPretrain fuses
 q, k and v into ``attn.qkv``: its weight and bias are scored and classified
-as three equal row slices ``[q]``, ``[k]``, ``[v]`` (SPT.md §2), so every
-*unit* below is a parameter or one row slice of it.
+as three equal row slices ``[q]``, ``[k]``, ``[v]`` (docs/methods/spt.md §2),
+so every *unit* below is a parameter or one row slice of it.
 
 The allocation is a plain dict of python types and tensors (loadable with
 ``torch.load(weights_only=True)``)::
@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from .record import selection_checksum
-from .rules import kth_largest
+from .topk import kth_largest
 
 FORMAT = 'mmtrpts.spt_allocation'
 FORMAT_VERSION = 1
@@ -156,7 +156,8 @@ def spt_units(shapes: Mapping[str, Sequence[int]]
 
 
 def structured_size(unit: SPTUnit, structured_type: str, rank: int) -> int:
-    """Parameters of the structured module of a matrix unit (SPT.md §1).
+    """Parameters of the structured module of a matrix unit
+    (docs/methods/spt.md §1).
 
     LoRA: ``in * r + r * out``; Adapter (on the output dimension):
     ``out * r + r * out + r + out``.

@@ -5,7 +5,7 @@ lays them out) is read: per task the last-epoch test top-1, the
 best-over-epochs test top-1 (``max_test``, the papers' protocol) with their
 epochs, and the trainable parameters; per benchmark the VTAB-1k group
 means, the 19-task mean and group-mean, and the FGVC mean, beside the
-published numbers (BENCHMARKS.md §5). Runs are grouped by parent folder.
+published numbers (docs/benchmarks.md §5). Runs are grouped by parent folder.
 
 Example:
     python tools/analysis_tools/collect_results.py work_dirs/trpts_vtab1k \\
@@ -16,10 +16,9 @@ import json
 import os.path as osp
 
 import mmtrpts  # noqa: F401  (stack fixes first)
-
-from mmtrpts.analysis.paper_results import PAPER_METHODS
-from mmtrpts.analysis.results import METRIC, collect_runs
-from mmtrpts.analysis.results_format import format_markdown, results_to_json
+from mmtrpts.results.paper import PAPER_METHODS
+from mmtrpts.results.runs import METRIC, collect_runs
+from mmtrpts.results.tables import format_markdown, results_to_json
 
 
 def parse_args():

@@ -1,7 +1,7 @@
 """Print a config's parameters and FLOPs (attention matmuls counted).
 
 Like mmpretrain's ``tools/analysis_tools/get_flops.py``, but the FLOPs come
-from :func:`mmtrpts.analysis.count_flops`, which adds the
+from :func:`mmtrpts.complexity.count_flops`, which adds the
 ``scaled_dot_product_attention`` matmuls that mmengine's counter misses,
 and the parameters are split into trainable (``requires_grad``; for the
 masked methods -- TR-PTS, GPS -- every candidate, the real count is logged
@@ -10,7 +10,7 @@ initialised: nothing is loaded.
 
 Example:
     python tools/analysis_tools/get_flops.py \\
-        configs/sparse_tuning/vit-b_vtab1k-cifar100.py
+        configs/sparse-tuning/vit-b_vtab1k-cifar100.py
     python tools/analysis_tools/get_flops.py CONFIG --shape 384 \\
         --cfg-options model.backbone.keep_layers="(3,6,9)"
 """
@@ -22,7 +22,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
 
-from mmtrpts.analysis import count_flops, count_parameters
+from mmtrpts.complexity import count_flops, count_parameters
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -2,8 +2,8 @@
 
 Writes ``train.json``, ``val.json`` and ``test.json`` (image path relative
 to the data set's image sub-folder -> class id) from the official
-archive's own files (see :mod:`mmtrpts.datasets.fgvc_splits`). Where the
-archive has no val split (CUB, NABirds, Dogs, Cars), val is a seeded,
+archive's own files (see :mod:`mmtrpts.datasets.preparation.fgvc_splits`).
+Where the archive has no val split (CUB, NABirds, Dogs, Cars), val is a seeded,
 class-stratified draw from the official train set of VPT's val size: the
 split SIZES match VPT's, its image ids do not. Prefer the published VPT
 json files when you have them; existing json files are not overwritten
@@ -25,7 +25,8 @@ import sys
 from typing import List, Optional
 
 from mmtrpts.datasets.fgvc_meta import FGVC_DATASETS, resolve_fgvc
-from mmtrpts.datasets.fgvc_splits import build_fgvc_splits, write_fgvc_splits
+from mmtrpts.datasets.preparation.fgvc_splits import (build_fgvc_splits,
+                                                      write_fgvc_splits)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -1,8 +1,8 @@
 """Validate a VTAB-1k or FGVC data tree and print a report.
 
 Checks split files, counts against the known sizes, labels or class ids,
-overlaps and that every listed image is readable (BENCHMARKS.md §1-2; see
-:mod:`mmtrpts.datasets.tree_check`). Optionally writes a sha256 manifest
+overlaps and that every listed image is readable (docs/benchmarks.md §1-2; see
+:mod:`mmtrpts.datasets.preparation`). Optionally writes a sha256 manifest
 that pins this copy of the data, or checks the tree against one. Exits
 with status 1 when the report has an error.
 
@@ -27,10 +27,12 @@ import json
 import sys
 from typing import Dict, List, Optional
 
-from mmtrpts.datasets.manifest import (build_manifest, load_manifest,
-                                       verify_manifest, write_manifest)
-from mmtrpts.datasets.tree_check import (Report, check_fgvc, check_vtab1k,
-                                         format_report)
+from mmtrpts.datasets.preparation import (Report, check_fgvc, check_vtab1k,
+                                          format_report)
+from mmtrpts.datasets.preparation.manifest import (build_manifest,
+                                                   load_manifest,
+                                                   verify_manifest,
+                                                   write_manifest)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -15,14 +15,14 @@ import glob
 import os.path as osp
 from typing import List, Optional
 
-import mmtrpts  # noqa: F401  (registers the components)
 import yaml
+import mmtrpts  # noqa: F401  (registers the components)
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from mmtrpts.analysis.model_zoo import metafile_entry
 from mmtrpts.datasets.fgvc_meta import resolve_fgvc
 from mmtrpts.datasets.vtab_tasks import resolve_task
+from mmtrpts.results.metafile import metafile_entry
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 COLLECTION = {

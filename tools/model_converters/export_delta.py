@@ -10,14 +10,14 @@ The delta holds only the selected entries and the densely trained tensors
 (biases, head, ...).  It loads like a dense checkpoint (``load_from``,
 ``init_cfg=dict(type='Pretrained', ...)``, ``get_model(pretrained=...)``)
 once ``mmtrpts`` is imported, reading the base named in its meta; or merge
-it with ``tools/model_converters/merge_delta.py``.
+it with ``tools/model_converters/merge.py delta``.
 """
 import argparse
 import os.path as osp
 
+import mmtrpts  # noqa: F401  (stack fixes first)
 import torch
 
-import mmtrpts  # noqa: F401  (stack fixes first)
 from mmtrpts.checkpoints import (check_plain, delta_size_report, is_delta,
                                  make_delta)
 from mmtrpts.compat.checkpoint_loader import read_checkpoint_file
@@ -102,7 +102,7 @@ def main() -> None:
         base = read_checkpoint_file(args.base, map_location='cpu')
         if is_delta(base):
             raise SystemExit(f'{args.base} is itself a delta; merge it first '
-                             'with tools/model_converters/merge_delta.py')
+                             'with tools/model_converters/merge.py delta')
         base_state = base.get('state_dict', base)
     delta = make_delta(
         state_dict,

@@ -11,7 +11,7 @@ type='Pretrained', checkpoint=DST, prefix='backbone.')``.
 """
 import argparse
 
-from mmtrpts.converters.vit_checkpoint import convert_file
+from mmtrpts.checkpoints.vit_conversion import convert_file
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,4 +1,4 @@
-# FGVC with the VPT json splits, BENCHMARKS.md section 2 (GPS transforms).
+# FGVC with the VPT json splits, docs/benchmarks.md section 2 (GPS transforms).
 #
 # A data-set config inherits this file and overrides the data set in the
 # three dataloaders and num_classes, e.g. for NABirds

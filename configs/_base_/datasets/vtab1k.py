@@ -1,4 +1,4 @@
-# VTAB-1k (NOAH/SSF image files), BENCHMARKS.md section 1.
+# VTAB-1k (NOAH/SSF image files), docs/benchmarks.md section 1.
 #
 # A task config inherits this file and overrides the task in the three
 # dataloaders and num_classes in the preprocessor and head, e.g.

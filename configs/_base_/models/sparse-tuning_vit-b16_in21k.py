@@ -1,5 +1,5 @@
 # Sparse-Tuning (Liu et al., arXiv 2405.14700) on ViT-B/16 IN-21k: the
-# released code's model (SPARSE_TUNING.md §1, §2):
+# released code's model (docs/methods/sparse_tuning.md §1, §2):
 # - token keep/fuse: keep rate 0.7 in 0-based blocks 3, 6, 9 (197 -> 140 ->
 #   100 -> 72 tokens), ceil rounding, fusing ON (fuse='sum': one
 #   unnormalised fused token; the reference CLI's --fuse_token defaults to

@@ -23,6 +23,7 @@ model = dict(
         num_classes=6,
         in_channels=64,
         loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
-        # Never a zero head: trunc-normal 0.02, zero bias (TRPTS.md §2).
+        # Never a zero head: trunc-normal 0.02, zero bias
+        # (docs/methods/trpts.md §2).
         init_cfg=dict(type='TruncNormal', layer='Linear', std=.02, bias=0.)),
 )

@@ -1,6 +1,6 @@
 # GPS (CVPR 2024) selection rule as a baseline on FGVC, ViT-B/16 IN-21k, in
-# the "harmonised" setting of GPS.md §5 (see gps_vit-b_vtab1k.py): the
-# TR-PTS FGVC recipe (trpts_vit-b_fgvc.py: GPS's augmentation, Mixup 0.8 /
+# the "harmonised" setting of docs/methods/gps.md §5 (see gps_vit-b_vtab1k.py):
+# the TR-PTS FGVC recipe (trpts_vit-b_fgvc.py: GPS's augmentation, Mixup 0.8 /
 # CutMix 1.0, label smoothing 0.1) without token selection, and GPS's
 # uniform K connections per neuron on the TR-PTS Fisher scores.
 _base_ = [

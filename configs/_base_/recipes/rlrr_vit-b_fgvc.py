@@ -1,6 +1,6 @@
 # RLRR (CVPR 2024) on FGVC (VPT json splits) with ViT-B/16 IN-21k: the
 # settings shared by configs/rlrr/vit-b_<data set>.py, which set the data
-# set, classes, lr and branch dropout (RLRR.md §4, the reference
+# set, classes, lr and branch dropout (docs/methods/rlrr.md §4, the reference
 # `train_fgvc.py`).
 #
 # - data: trainval -> test; train Resize((256, 256)) + RandomCrop 224 +
@@ -8,7 +8,7 @@
 #   says "random resize crop", the code uses RandomCrop); the resize is
 #   torchvision's default (bilinear, PIL); 0.5 / 0.5.  RLRR reads Stanford
 #   Dogs from the data-set root (folder StanfordDogs, image_subfolder=''),
-#   SPT/VPT/GPS from Images/, our default (BENCHMARKS.md §2).
+#   SPT/VPT/GPS from Images/, our default (docs/benchmarks.md §2).
 # - model: ../models/rlrr_vit-b16_in21k.py, as rlrr_vit-b_vtab1k.py.
 # - schedule: AdamW, weight decay 5e-2 for all five data sets, timm cosine
 #   with 50 epochs + 10 cooldown = 60 epochs (warm-up 10 from 1e-7, minimum

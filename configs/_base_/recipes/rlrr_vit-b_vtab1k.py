@@ -1,6 +1,7 @@
 # RLRR (CVPR 2024) on VTAB-1k with ViT-B/16 IN-21k: the settings shared by
 # the task configs configs/rlrr/vit-b_vtab1k-<task>.py, which set the task,
-# classes, lr, weight decay, branch dropout and flip (RLRR.md §4 table).
+# classes, lr, weight decay, branch dropout and flip (docs/methods/rlrr.md §4
+# table).
 #
 # - data: NOAH/SSF image files, train800val200 -> test, Resize((224, 224))
 #   bicubic, 0.5 / 0.5, no crop, mixup or label smoothing (plain CE); tasks
@@ -13,9 +14,9 @@
 #   trains with AMP: add --amp to tools/train.py for parity.
 #
 # Evaluation: on the test split after every epoch, as the reference, which
-# reports the best epoch ("max_test", BENCHMARKS.md §4); the log also holds
-# the last epoch, and tools/analysis_tools/collect_results.py reports both.
-# Set train_cfg.val_interval=10 to evaluate less often.
+# reports the best epoch ("max_test", docs/benchmarks.md §4); the log also
+# holds the last epoch, and tools/analysis_tools/collect_results.py reports
+# both. Set train_cfg.val_interval=10 to evaluate less often.
 _base_ = [
     '../default_runtime.py',
     '../datasets/vtab1k.py',

@@ -1,9 +1,9 @@
 # Sparse-Tuning (Liu et al., arXiv 2405.14700) on FGVC (VPT json splits)
-# with ViT-B/16 IN-21k: the settings shared by configs/sparse_tuning/
+# with ViT-B/16 IN-21k: the settings shared by configs/sparse-tuning/
 # vit-b_<data set>.py.  Our own runs: no FGVC recipe is released
-# (SPARSE_TUNING.md §3, §4).
+# (docs/methods/sparse_tuning.md §3, §4).
 #
-# - data: the shared FGVC layer (BENCHMARKS.md §2) with the transforms of
+# - data: the shared FGVC layer (docs/benchmarks.md §2) with the transforms of
 #   our TR-PTS FGVC runs (RandomResizedCrop 224 + flip; Resize 248 +
 #   CenterCrop 224; 0.5 / 0.5) and the released code's regularisation
 #   (§3, ../models/fgvc_regularisation.py): Mixup 0.8 / CutMix 1.0, label

@@ -1,9 +1,10 @@
 # Sparse-Tuning (Liu et al., arXiv 2405.14700) on VTAB-1k with ViT-B/16
-# IN-21k: the settings shared by configs/sparse_tuning/vit-b_vtab1k-<task>.py,
+# IN-21k: the settings shared by configs/sparse-tuning/vit-b_vtab1k-<task>.py,
 # which set the task, classes, per-GPU batch and lr.  Our own runs: the
-# paper's VTAB-1k recipe is not released (SPARSE_TUNING.md §3, §4).
+# paper's VTAB-1k recipe is not released (docs/methods/sparse_tuning.md §3,
+# §4).
 #
-# - data: the shared VTAB-1k layer (BENCHMARKS.md §1), train800val200 ->
+# - data: the shared VTAB-1k layer (docs/benchmarks.md §1), train800val200 ->
 #   test, Resize 224, no augmentation, 0.5 / 0.5 normalisation (§3 [D]);
 # - model: ../models/sparse-tuning_vit-b16_in21k.py (the released code's
 #   keep 0.7 @ 3, 6, 9, ceil, fusing ON, stage-sum Dense Adapter; BN head);
@@ -13,7 +14,7 @@
 #
 # Evaluation on the test split every `val_interval` epochs (10; the
 # released code evaluates every epoch: set train_cfg.val_interval=1 for its
-# best-over-epochs cadence, BENCHMARKS.md §4), never dropping samples.
+# best-over-epochs cadence, docs/benchmarks.md §4), never dropping samples.
 _base_ = [
     '../default_runtime.py',
     '../datasets/vtab1k.py',

@@ -1,9 +1,9 @@
 # SPT (He et al., ICCV 2023) on FGVC (VPT json splits) with ViT-B/16 IN-21k:
 # the settings shared by configs/spt/vit-b-{lora,adapter}_<data set>.py.
 #
-# SPT released no runnable FGVC recipe (SPT.md §3, §5.8: the code path
-# reads an undefined `data_percentage` and no scripts ship), so SPT's FGVC
-# numbers here are our own runs.  Decision (SPT.md §3's default):
+# SPT released no runnable FGVC recipe (docs/methods/spt.md §3, §5.8: the code
+# path reads an undefined `data_percentage` and no scripts ship), so SPT's FGVC
+# numbers here are our own runs.  Decision (docs/methods/spt.md §3's default):
 # - transforms of SPT's FGVC code path: Resize((256, 256)) + RandomCrop 224
 #   + horizontal flip for training; Resize 256 (short edge, as written) +
 #   CenterCrop 224 for test; bicubic like SPT's VTAB resize; ImageNet

@@ -2,11 +2,11 @@
 # Fine-Tuning*, ICCV 2023) on VTAB-1k with ViT-B/16 IN-21k: the settings
 # shared by configs/spt/vit-b-{lora,adapter}_vtab1k-<task>.py, which set the
 # task, classes and allocation file.  From SPT's VTAB-1k script
-# (vtab_supervised_spt_lora.sh, SPT.md §3):
+# (vtab_supervised_spt_lora.sh, docs/methods/spt.md §3):
 # - data: train800val200 -> test, Resize((224, 224), bicubic) +
 #   CenterCrop 224 (a no-op at this size, kept for parity), ImageNet
-#   mean / std although the npz was trained at 0.5 / 0.5 (SPT.md §5.6);
-#   per-GPU batch 8 for 8 GPUs (SPT's total of 64);
+#   mean / std although the npz was trained at 0.5 / 0.5 (docs/methods/spt.md
+#   §5.6); per-GPU batch 8 for 8 GPUs (SPT's total of 64);
 # - model and sensitivity pass: ../models/spt-lora_vit-b16_in21k.py; the
 #   pass scores train800 only (SPT's train800.txt), so the allocation never
 #   sees val200;

@@ -3,10 +3,12 @@
 # task, classes, batch size, lr, drop-path and budget (see each file).
 #
 # - data: NOAH/SSF image files, train800val200 -> test, Resize 224, no
-#   augmentation (TRPTS.md §9, GPS --direct-resize --no-aug), 0.5 / 0.5;
+#   augmentation (docs/methods/trpts.md §9, GPS --direct-resize --no-aug), 0.5
+#   / 0.5;
 # - model: TokenKeepFuseViT (MMPretrain's VisionTransformer plus [CLS]-
 #   attention keep/fuse), rho = 0.95, floor rounding, normalised fusion
-#   (TRPTS.md §6); which blocks select is decided after the Fisher pass;
+#   (docs/methods/trpts.md §6); which blocks select is decided after the Fisher
+#   pass;
 # - schedule: Adam, wd 0, 10-epoch warm-up, cosine to 1e-8, 100 epochs;
 # - FisherSelectionHook: Fisher pass over the training split before the
 #   first iteration, the TR-PTS rule calibrated to `target_ratio`, token
@@ -16,7 +18,7 @@
 # epochs (10 here; GPS / RLRR evaluated every epoch: set
 # train_cfg.val_interval=1 for that cadence), so the log holds the last-
 # epoch top-1 and the best-over-epochs ("max_test", the papers' protocol,
-# BENCHMARKS.md §4); tools/analysis_tools/collect_results.py reports both.
+# docs/benchmarks.md §4); tools/analysis_tools/collect_results.py reports both.
 _base_ = [
     '../default_runtime.py',
     '../datasets/vtab1k.py',

@@ -1,9 +1,9 @@
-# RLRR's schedule on VTAB-1k (RLRR.md §4, the reference `train_vtab.py`):
-# AdamW and timm's cosine scheduler with `--epochs 100 --warmup_epochs 10
-# --cooldown_epochs 10`, stepped per epoch: a 10-epoch linear warm-up from
-# 1e-7, cosine decay to the minimum lr 1e-8 at epoch 100, then 10 cooldown
-# epochs at 1e-8, so 110 epochs.  Task configs set lr (and start_factor =
-# 1e-7 / lr) and the weight decay.
+# RLRR's schedule on VTAB-1k (docs/methods/rlrr.md §4, the reference
+# `train_vtab.py`): AdamW and timm's cosine scheduler with `--epochs 100
+# --warmup_epochs 10 --cooldown_epochs 10`, stepped per epoch: a 10-epoch
+# linear warm-up from 1e-7, cosine decay to the minimum lr 1e-8 at epoch 100,
+# then 10 cooldown epochs at 1e-8, so 110 epochs.  Task configs set lr (and
+# start_factor = 1e-7 / lr) and the weight decay.
 #
 # Two mmengine/timm differences, at most 10% of the peak lr apart: mmengine's
 # LinearLR reaches the peak at epoch 9 (timm: 0.9 x peak), and its cosine

@@ -1,4 +1,4 @@
-# RLRR's weight-decay rule (RLRR.md §6.10) for mmengine's
+# RLRR's weight-decay rule (docs/methods/rlrr.md §6.10) for mmengine's
 # DefaultOptimWrapperConstructor.  The reference zeroes the decay of names
 # containing `bias` or `norm`, which covers the RLRR bias shifts f and the
 # SSFs after LayerNorms; s_left, s_right, the patch-embedding SSF and the

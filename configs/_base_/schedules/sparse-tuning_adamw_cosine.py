@@ -1,6 +1,7 @@
-# Sparse-Tuning on VTAB-1k / FGVC: our default recipe [D] (SPARSE_TUNING.md
-# §3; the released code has no VTAB-1k or FGVC recipe): AdamW, 100 epochs,
-# 10-epoch linear warm-up, half-cycle cosine to 0, stepped per iteration.
+# Sparse-Tuning on VTAB-1k / FGVC: our default recipe [D]
+# (docs/methods/sparse_tuning.md §3; the released code has no VTAB-1k or FGVC
+# recipe): AdamW, 100 epochs, 10-epoch linear warm-up, half-cycle cosine to 0,
+# stepped per iteration.
 # - weight decay 0: the released code (AdamW over the trainable parameters,
 #   weight_decay 0, §3);
 # - lr 1e-3 for a total batch of 64: an UNTUNED default (the released code

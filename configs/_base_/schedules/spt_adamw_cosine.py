@@ -1,5 +1,5 @@
-# SPT's VTAB-1k optimisation (vtab_supervised_spt_lora.sh, SPT.md §3),
-# used by both SPT recipes:
+# SPT's VTAB-1k optimisation (vtab_supervised_spt_lora.sh, docs/methods/spt.md
+# §3), used by both SPT recipes:
 # - AdamW lr 1e-3, wd 1e-4 except 1-D tensors, biases, cls_token, pos_embed
 #   and the tensors holding unstructured entries (SPT trains those as 1-D
 #   sparse deltas, so wd 0); LoRA / Adapter matrices and the head weight
@@ -11,7 +11,7 @@
 #   the peak lr apart, equal at both ends);
 # - evaluation every 10 epochs and every epoch of the last 10 (SPT reports
 #   the best of these, "max test"; the log also has the last epoch,
-#   SPT.md §5.5).
+#   docs/methods/spt.md §5.5).
 optim_wrapper = dict(
     constructor='SPTOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4),

@@ -1,7 +1,8 @@
-# TR-PTS parameter selection with its training recipe (TRPTS.md §9, which
-# follows GPS): Adam without weight decay, 10-epoch linear warm-up from
-# ~1e-7, cosine decay to 1e-8, 100 epochs.  Per-dataset configs set lr,
-# batch size and budget (target_ratio: 0.0034 VTAB-1k, 0.0060 FGVC).
+# The TR-PTS training schedule (docs/methods/trpts.md §9, which follows GPS):
+# Adam without weight decay, 10-epoch linear warm-up from ~1e-7, cosine decay
+# to 1e-8, 100 epochs.  Per-dataset configs set lr and batch size; the recipes
+# (configs/_base_/recipes/) add FisherSelectionHook with the budget
+# (target_ratio: 0.0034 VTAB-1k, 0.0060 FGVC).
 #
 # The constructor holds every Linear/Conv weight outside the head as a
 # masking candidate; FisherSelectionHook scores them with the Fisher
@@ -23,8 +24,5 @@ param_scheduler = [
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=10)
 val_cfg = dict()
 test_cfg = dict()
+# The total batch of `lr`; `--auto-scale-lr` rescales lr for other totals.
 auto_scale_lr = dict(base_batch_size=32)
-custom_hooks = [
-    dict(type='FisherSelectionHook', rule='trpts', target_ratio=0.0034,
-         batch_size=32, pipeline='test', head='random'),
-]

@@ -3,23 +3,21 @@ import os.path as osp
 from typing import Optional
 
 import torch
-from mmengine.dist import all_gather_object, is_main_process
+from mmengine.dist import all_gather_object
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmpretrain.registry import HOOKS
 from mmpretrain.utils import get_ori_model
 
-from ...analysis.selection_report import format_layer_table, write_summary
-from ...selection import (block_groups, budget_to_entries, calibrate_trpts,
-                          select_global_topk, select_gps, select_trpts)
-from ...selection.eligibility import FULL, MASKED
 from ...selection.placement import block_densities, choose_blocks
-from ...selection.record import build_record, validate_record
-from ..fisher_pass import (build_fisher_dataloader, compute_fisher_scores,
-                           linear_probe_head)
+from ...selection.record import validate_record
+from ...selection.report import format_layer_table
 from ..optimizers.masked_update_mixin import MaskedUpdateMixin
+from ..parameter_selection import ParameterSelection, save_selection
 
-_RULES = ('trpts', 'gps', 'global_topk')
+
+#: Arguments of the hook itself; every other one configures the selection.
+HOOK_ARGS = ('selection_file', 'token_placement', 'save_plot')
 
 
 @HOOKS.register_module()
@@ -36,15 +34,6 @@ class FisherSelectionHook(Hook):
     Under DDP every rank scores its shard, sums are all-reduced, and the
     ranks' selections are compared (a mismatch raises).
 
-    Rules (TR-PTS, ICCV 2025; GPS, CVPR 2024; SPT, ICCV 2023):
-
-    - ``'trpts'``: global top-M% -> per-matrix density w_l -> connections per
-      neuron ``C_l = max(1, w_l / min(w) * c_min)`` -> per-row top-C_l.
-      With ``target_ratio`` M (and, if needed, a continuous ``c_min``) is
-      calibrated so trainable / denominator lands within ``tolerance``.
-    - ``'gps'``: uniform ``k`` per row.
-    - ``'global_topk'``: unstructured top ``num`` (or ``fraction``) entries.
-
     Example:
         >>> optim_wrapper = dict(
         ...     constructor='FisherMaskOptimWrapperConstructor',
@@ -52,34 +41,14 @@ class FisherSelectionHook(Hook):
         >>> custom_hooks = [
         ...     dict(type='FisherSelectionHook', target_ratio=0.0034)]
 
+    The selection itself -- Fisher pass, rule, budget -- is
+    :class:`~mmtrpts.engine.ParameterSelection`, which this hook builds
+    from its keyword arguments (and checks them, before the run starts);
+    ``tools/compute_fisher.py`` runs the same object offline.  With no
+    argument the hook selects by the TR-PTS rule at the paper's VTAB-1k
+    budget, 0.34% of the backbone (``target_ratio=0.0034``).
+
     Args:
-        rule (str): ``'trpts'`` (default), ``'gps'`` or ``'global_topk'``.
-        target_ratio (float, optional): Budget: trainable parameters (masked
-            selection + fully trained tensors, head included) over the
-            denominator.  TR-PTS reports 0.0034 (VTAB-1k), 0.0060 (FGVC).
-        m_percent (float, optional): Explicit M for ``'trpts'`` (instead of
-            ``target_ratio``).
-        c_min (float): C_min of ``'trpts'``. Defaults to 1.
-        c_max (int, optional): Upper clip of C_l.
-        weight (str): w_l: ``'density'`` (default), ``'count'``, ``'sum'``.
-        rounding (str): ``'round'`` (default), ``'floor'``, ``'ceil'``.
-        granularity (str): ``'matrix'`` (default) or ``'block'`` (matrices
-            of a block share one C_l).
-        k (int, optional): Connections per row for ``'gps'``.
-        num (int, optional) / fraction (float, optional): For
-            ``'global_topk'``.
-        budget_denominator (str): ``'backbone'`` (default; reproduces the
-            papers' 0.34% / 0.60%) or ``'model'``.
-        tolerance (float): Relative budget tolerance. Defaults to 0.05.
-        batch_size (int): Fisher batch size per rank. Defaults to 32.
-        pipeline (str): ``'test'`` (deterministic transform; default) or
-            ``'train'``.
-        max_samples (int, optional): Score only the first N training samples
-            (default: the whole training split).
-        max_batches (int, optional): Cap on batches per rank (SPT: 16).
-        head (str): ``'random'`` (default: the head's own random init) or
-            ``'linear_probe'`` (train the head on frozen features first).
-        probe_epochs (int) / probe_lr (float): Linear-probe settings.
         selection_file (str, optional): A record written by
             ``tools/compute_fisher.py``; skips the pass.
         token_placement (dict, optional): Parameter-token co-selection for
@@ -91,63 +60,25 @@ class FisherSelectionHook(Hook):
             ``keep_layer_mask`` buffer, so checkpoints carry it.  The Fisher
             pass always runs with token selection off.
         save_plot (bool): Write ``selection_density.png``. Defaults to True.
-        progress (bool): Show a progress bar. Defaults to True.
+        **selection: Settings of :class:`~mmtrpts.engine.ParameterSelection`
+            and its rule: ``rule`` (``'trpts'``, ``'gps'``,
+            ``'global_topk'``), the rule's options (``target_ratio``,
+            ``m_percent``, ``c_min``, ``c_max``, ``weight``, ``rounding``,
+            ``granularity``, ``tolerance``; ``k``; ``num`` / ``fraction``;
+            ``budget_denominator``) and the pass's (``batch_size``,
+            ``pipeline``, ``max_samples``, ``max_batches``, ``head``,
+            ``probe_epochs``, ``probe_lr``, ``progress``).
     """
     # After EMAHook.before_train, which may copy EMA weights into the model.
     priority = 'BELOW_NORMAL'
 
-    def __init__(self, rule: str = 'trpts',
-                 target_ratio: Optional[float] = None,
-                 m_percent: Optional[float] = None, c_min: float = 1.0,
-                 c_max: Optional[int] = None, weight: str = 'density',
-                 rounding: str = 'round', granularity: str = 'matrix',
-                 k: Optional[int] = None, num: Optional[int] = None,
-                 fraction: Optional[float] = None,
-                 budget_denominator: str = 'backbone',
-                 tolerance: float = 0.05, batch_size: int = 32,
-                 pipeline: str = 'test', max_samples: Optional[int] = None,
-                 max_batches: Optional[int] = None, head: str = 'random',
-                 probe_epochs: int = 10, probe_lr: float = 1e-3,
-                 selection_file: Optional[str] = None,
+    def __init__(self, selection_file: Optional[str] = None,
                  token_placement: Optional[dict] = None,
-                 save_plot: bool = True, progress: bool = True):
-        if rule not in _RULES:
-            raise ValueError(f'rule must be one of {_RULES}, got {rule!r}')
-        if rule == 'trpts' and (target_ratio is None) == (m_percent is None):
-            raise ValueError("rule='trpts' needs exactly one of target_ratio "
-                             'and m_percent')
-        if rule == 'gps' and k is None:
-            raise ValueError("rule='gps' needs k (connections per row)")
-        if rule == 'global_topk' and (num is None) == (fraction is None):
-            raise ValueError("rule='global_topk' needs exactly one of num "
-                             'and fraction')
-        if head not in ('random', 'linear_probe'):
-            raise ValueError(f"head must be 'random' or 'linear_probe', got "
-                             f'{head!r}')
-        if granularity not in ('matrix', 'block'):
-            raise ValueError(f"granularity must be 'matrix' or 'block', got "
-                             f'{granularity!r}')
-        if budget_denominator not in ('backbone', 'model'):
-            raise ValueError("budget_denominator must be 'backbone' or "
-                             f"'model', got {budget_denominator!r}")
-        self.rule = rule
-        self.target_ratio = target_ratio
-        self.rule_kwargs = dict(m_percent=m_percent, c_min=c_min,
-                                c_max=c_max, weight=weight,
-                                rounding=rounding, k=k, num=num,
-                                fraction=fraction)
-        self.granularity = granularity
-        self.budget_denominator = budget_denominator
-        self.tolerance = tolerance
-        self.loader_kwargs = dict(batch_size=batch_size, pipeline=pipeline,
-                                  max_samples=max_samples)
-        self.max_batches = max_batches
-        self.head = head
-        self.probe = dict(epochs=probe_epochs, lr=probe_lr)
+                 save_plot: bool = True, **selection):
+        self.selection = ParameterSelection(**selection)
         self.selection_file = selection_file
         self.token_placement = dict(token_placement or {})
         self.save_plot = save_plot
-        self.progress = progress
 
     # -- runner hooks ------------------------------------------------------
     def before_run(self, runner) -> None:
@@ -177,7 +108,7 @@ class FisherSelectionHook(Hook):
             print_log(f'Selection loaded from {self.selection_file}; the '
                       'Fisher pass is skipped.', logger='current')
         else:
-            record = self.select(runner.cfg, model, wrapper.roles)
+            record = self.selection.run(runner.cfg, model, wrapper.roles)
         self._check_ranks_agree(record['checksum'])
         if self.token_placement:
             record['token_blocks'] = self.place_tokens(model, record)
@@ -210,80 +141,7 @@ class FisherSelectionHook(Hook):
             f'per block: {table}', logger='current')
         return blocks
 
-    # -- the pass ----------------------------------------------------------
-    def select(self, cfg, model, roles) -> dict:
-        """Run the Fisher pass and the rule; return the selection record.
-
-        Token selection (if the backbone has it) is off during the pass:
-        its placement depends on the result.
-        """
-        backbone = getattr(model, 'backbone', None)
-        if hasattr(backbone, 'token_selection_disabled'):
-            with backbone.token_selection_disabled():
-                return self._select(cfg, model, roles)
-        return self._select(cfg, model, roles)
-
-    def _select(self, cfg, model, roles) -> dict:
-        loader = build_fisher_dataloader(cfg, **self.loader_kwargs)
-        extra = dict(head=self.head)
-        if self.head == 'linear_probe':
-            extra['probe_train_acc'] = linear_probe_head(
-                model, loader, **self.probe)
-            print_log(f'Linear-probe warm-up of the head: train accuracy '
-                      f'{extra["probe_train_acc"]:.3f}', logger='current')
-        params = {n: p for n, p in model.named_parameters()
-                  if roles[n] == MASKED}
-        scores, stats = compute_fisher_scores(
-            model, loader, params, max_batches=self.max_batches,
-            progress=self.progress)
-        print_log(f'Fisher pass: {stats["num_samples"]} samples in '
-                  f'{stats["num_batches"]} batches, {stats["seconds"]} s',
-                  logger='current')
-        full = [n for n, role in roles.items() if role == FULL]
-        budget = self._budget(model, full)
-        result = self._apply_rule(scores, budget)
-        budget.update(trainable=result.num_selected + budget['full'])
-        budget['realized_ratio'] = budget['trainable'] / budget['denominator']
-        return build_record(
-            result, full, {n: p.shape for n, p in params.items()},
-            budget=budget, fisher=dict(stats, **self.loader_kwargs,
-                                       max_batches=self.max_batches),
-            **extra)
-
-    def _budget(self, model, full) -> dict:
-        named = dict(model.named_parameters())
-        if self.budget_denominator == 'backbone':
-            denominator = sum(p.numel() for n, p in named.items()
-                              if n.startswith('backbone.'))
-        else:
-            denominator = sum(p.numel() for p in named.values())
-        return dict(target_ratio=self.target_ratio, denominator=denominator,
-                    denominator_kind=self.budget_denominator,
-                    full=sum(named[n].numel() for n in full))
-
-    def _apply_rule(self, scores, budget):
-        kw = self.rule_kwargs
-        if self.rule == 'gps':
-            return select_gps(scores, kw['k'])
-        if self.rule == 'global_topk':
-            if self.target_ratio is not None:
-                raise ValueError('target_ratio is not used by global_topk; '
-                                 'give num or fraction')
-            return select_global_topk(scores, num=kw['num'],
-                                      fraction=kw['fraction'])
-        trpts = dict(c_max=kw['c_max'], weight=kw['weight'],
-                     rounding=kw['rounding'])
-        if self.granularity == 'block':
-            trpts['groups'] = block_groups(list(scores))
-        if self.target_ratio is None:
-            return select_trpts(scores, kw['m_percent'], c_min=kw['c_min'],
-                                **trpts)
-        target = budget_to_entries(self.target_ratio, budget['denominator'],
-                                   budget['full'])
-        return calibrate_trpts(scores, target, tolerance=self.tolerance,
-                               c_min=kw['c_min'], **trpts)
-
-    # -- checks and reporting --------------------------------------------------
+    # -- checks and reporting -------------------------------------------------
     @staticmethod
     def _check_ranks_agree(checksum: str) -> None:
         checksums = all_gather_object(checksum)
@@ -312,9 +170,8 @@ class FisherSelectionHook(Hook):
                 line += f', target {100 * budget["target_ratio"]:.3f}%'
         print_log(line, logger='current')
         runner.message_hub.update_info('trainable_params', trainable)
-        if write and is_main_process():
+        if write:
             out_dir = osp.join(runner.work_dir, 'selection')
-            write_summary(record, out_dir, plot=self.save_plot)
-            torch.save(record, osp.join(out_dir, 'selection.pth'))
-            print_log(f'Selection, summary and plot written to {out_dir}',
-                      logger='current')
+            if save_selection(record, out_dir, plot=self.save_plot):
+                print_log(f'Selection, summary and plot written to '
+                          f'{out_dir}', logger='current')

@@ -31,7 +31,8 @@ class _SkipFrozenWarnings(logging.Filter):
 @contextmanager
 def _quiet_frozen_tensors():
     """Silence mmengine's one WARNING per ``requires_grad=False`` tensor
-    (issued whenever ``paramwise_cfg`` is set, MMPRETRAIN_NOTES.md §4)."""
+    (issued whenever ``paramwise_cfg`` is set, docs/design/runner_order.md
+    §4)."""
     logger = MMLogger.get_current_instance()
     quiet = _SkipFrozenWarnings()
     logger.addFilter(quiet)

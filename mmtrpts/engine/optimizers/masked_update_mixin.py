@@ -1,4 +1,5 @@
-"""Exact masked updates for any torch optimizer (MASKED_OPTIMIZER.md).
+"""Exact masked updates for any torch optimizer
+(docs/design/masked_optimizer.md).
 
 Until it is *armed*, a masked wrapper is an ordinary ``OptimWrapper`` /
 ``AmpOptimWrapper``.  Arming with a selection (per parameter, the flat
@@ -128,7 +129,7 @@ class MaskedUpdateMixin:
         self._entries = entries
         self.selection = selection
 
-    # -- update ----------------------------------------------------------------
+    # -- update ---------------------------------------------------------------
     def _gather(self) -> None:
         for param, leaf, idx in self._entries:
             with torch.no_grad():

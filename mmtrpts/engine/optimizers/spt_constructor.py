@@ -10,7 +10,7 @@ from mmpretrain.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from ...models.backbones.spt_vit import SPTViT
 from ...selection.eligibility import FROZEN, FULL, MASKED
 from ...selection.record import build_record
-from ...selection.rules import SelectionResult
+from ...selection.record import SelectionResult
 from .fisher_mask_constructor import FisherMaskOptimWrapperConstructor
 
 

@@ -14,14 +14,14 @@ class RLRRViT(VisionTransformer):
     """``VisionTransformer`` with RLRR and SSF, everything else frozen.
 
     RLRR (*Low-Rank Rescaled Vision Transformer Fine-Tuning: A Residual
-    Design Approach*, Dong et al., CVPR 2024; RLRR.md) rescales every
-    frozen Linear as ``W * (1 + s_left s_right^T)``, ``b + f``
+    Design Approach*, Dong et al., CVPR 2024; docs/methods/rlrr.md) rescales
+    every frozen Linear as ``W * (1 + s_left s_right^T)``, ``b + f``
     (:class:`~mmtrpts.models.peft.rlrr.RLRRLinear`) and adds SSF
     scale/shift vectors:
 
-    - RLRR on ``attn.qkv`` (one ``s_right`` per q/k/v slice, RLRR.md §1),
-      ``attn.proj``, ``ffn.layers.0.0`` (fc1) and ``ffn.layers.1`` (fc2) of
-      every block;
+    - RLRR on ``attn.qkv`` (one ``s_right`` per q/k/v slice,
+      docs/methods/rlrr.md §1), ``attn.proj``, ``ffn.layers.0.0`` (fc1) and
+      ``ffn.layers.1`` (fc2) of every block;
     - SSF after ``ln1`` and ``ln2`` of every block and after the final norm
       ``ln1`` (:class:`~mmtrpts.models.peft.rlrr.SSFLayerNorm`, keys
       ``*.ssf.{scale,shift}``), and on the patch-embedding tokens before the
@@ -37,8 +37,8 @@ class RLRRViT(VisionTransformer):
     freezes whole stages (their RLRR/SSF vectors included) as in
     ``VisionTransformer``; ``out_type``, ``out_indices``, ``init_cfg`` and
     the pos-embed resizing are inherited.  ViT-B/16 trains 288,768 backbone
-    parameters.  ``mmtrpts.converters.rlrr_merge`` (and
-    ``tools/model_converters/merge_rlrr.py``) fold a trained model into a
+    parameters.  ``mmtrpts.checkpoints.merge_rlrr`` (and
+    ``tools/model_converters/merge.py rlrr``) fold a trained model into a
     plain ``VisionTransformer`` checkpoint.
 
     ``branch_dropout`` is the reference's "drop_path": element-wise

@@ -51,9 +51,9 @@ class SPTViT(VisionTransformer):
     """``VisionTransformer`` tuned the SPT way (He et al., ICCV 2023).
 
     The allocation file (``tools/compute_sensitivity.py``: a sensitivity
-    pass over the training split and SPT's budget rule, SPT.md §1) is read
-    **at construction**, so the trainable structure is fixed before the
-    runner builds the optimizer and wraps the model in DDP:
+    pass over the training split and SPT's budget rule, docs/methods/spt.md
+    §1) is read **at construction**, so the trainable structure is fixed
+    before the runner builds the optimizer and wraps the model in DDP:
 
     - every *structured* matrix (or fused-qkv slice) gets a LoRA (parallel,
       mergeable) or an Adapter (sequential; parallel on attn.proj) of rank
@@ -63,9 +63,9 @@ class SPTViT(VisionTransformer):
       is frozen.  ``SPTOptimWrapperConstructor`` arms MMTRPTS's masked
       optimizer wrapper with :attr:`masked_indices`, so only the selected
       entries of partially trained tensors ever change (exactly, whatever
-      the optimizer; SPT.md §5.1: no K x K backward).  Unstructured LN
-      entries are trained the same way (SPT.md §5.2: the reference code
-      counts them but never trains them).
+      the optimizer; docs/methods/spt.md §5.1: no K x K backward).
+      Unstructured LN entries are trained the same way (docs/methods/spt.md
+      §5.2: the reference code counts them but never trains them).
 
     Checkpoints keep the full weights plus the buffer ``spt_checksum``;
     loading one trained with another allocation raises.  The same
@@ -82,11 +82,12 @@ class SPTViT(VisionTransformer):
     Args:
         sensitivity_file (str): The allocation file.
         structured_type (str): ``'lora'`` or ``'adapter'``; must match the
-            file (the thresholds depend on it, SPT.md §5.3).
+            file (the thresholds depend on it, docs/methods/spt.md §5.3).
         rank (int): Rank of the structured modules; must match the file.
             Defaults to 8.
         module_dropout (float): Input dropout of the structured modules
-            (LoRA on attn.proj has none, SPT.md §2). Defaults to 0.1.
+            (LoRA on attn.proj has none, docs/methods/spt.md §2). Defaults to
+            0.1.
         module_drop_path (float): Output drop-path of the structured
             modules. Defaults to 0.1.
         *args, **kwargs: ``VisionTransformer`` arguments.

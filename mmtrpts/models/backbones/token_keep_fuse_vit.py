@@ -77,7 +77,7 @@ class TokenKeepFuseViT(VisionTransformer):
         self._selection_enabled = True
         self.set_keep_layers(keep_layers)
 
-    # -- configuration ---------------------------------------------------------
+    # -- configuration --------------------------------------------------------
     @property
     def keep_layers(self) -> List[int]:
         """The 0-based selection blocks, in depth order."""
@@ -111,7 +111,7 @@ class TokenKeepFuseViT(VisionTransformer):
         finally:
             self._selection_enabled = previous
 
-    # -- forward ---------------------------------------------------------------
+    # -- forward --------------------------------------------------------------
     def forward(self, x):
         if not (self._selection_enabled and bool(self.keep_layer_mask.any())):
             return super().forward(x)

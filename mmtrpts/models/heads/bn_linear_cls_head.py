@@ -10,13 +10,14 @@ from torch import Tensor, nn
 class BNLinearClsHead(LinearClsHead):
     """``LinearClsHead`` with an optional ``BatchNorm1d`` before the fc.
 
-    The head of Sparse-Tuning (Liu et al., arXiv 2405.14700; SPARSE_TUNING.md
-    §2d), which reuses the MAE linear-probe recipe: features are normalised
-    by a ``BatchNorm1d(in_channels, affine=False, eps=1e-6)`` (batch
-    statistics in training, running statistics at test time; no
-    parameters), then classified by a linear layer whose weight is drawn
-    from a truncated normal with std 0.01 and whose bias is zero.  With
-    ``with_bn=False`` it is a ``LinearClsHead`` with that initialisation.
+    The head of Sparse-Tuning (Liu et al., arXiv 2405.14700;
+    docs/methods/sparse_tuning.md §2d), which reuses the MAE linear-probe
+    recipe: features are normalised by a ``BatchNorm1d(in_channels,
+    affine=False, eps=1e-6)`` (batch statistics in training, running
+    statistics at test time; no parameters), then classified by a linear layer
+    whose weight is drawn from a truncated normal with std 0.01 and whose bias
+    is zero.  With ``with_bn=False`` it is a ``LinearClsHead`` with that
+    initialisation.
 
     In training the BatchNorm needs more than one sample per GPU batch.
 

@@ -1,9 +1,8 @@
 from .dense_adapter import PaperDenseAdapter, StageSumAdapter
 from .rlrr import SSF, RLRRLinear, SSFLayerNorm
-from .spt_merge import merge_spt_lora
 from .spt_modules import SPTAdapter, SPTLinear, SPTLoRA
 
 __all__ = [
     'PaperDenseAdapter', 'RLRRLinear', 'SPTAdapter', 'SPTLinear', 'SPTLoRA',
-    'SSF', 'SSFLayerNorm', 'StageSumAdapter', 'merge_spt_lora'
+    'SSF', 'SSFLayerNorm', 'StageSumAdapter'
 ]

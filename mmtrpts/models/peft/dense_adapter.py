@@ -4,8 +4,8 @@ Sparse-Tuning pairs [CLS]-attention token keep/fuse with one *Dense
 Adapter* per ViT block, parallel to the FFN and fed the block's residual
 stream after token pruning.  The paper figure and the released code
 (``liuting20/Sparse-Tuning``, commit 0ee91e0) describe two different dense
-connections (SPARSE_TUNING.md §2); both are here, and every result must say
-which one it used:
+connections (docs/methods/sparse_tuning.md §2); both are here, and every
+result must say which one it used:
 
 ``'stage_sum'`` -- the released code (our default), :class:`StageSumAdapter`
     A small two-level adapter per block.  Across blocks the adapter outputs
@@ -36,7 +36,8 @@ DENSE_MODES = ('stage_sum', 'paper')
 class StageSumAdapter(BaseModule):
     """One Dense Adapter of the released Sparse-Tuning code.
 
-    With ``D``/``U`` the down/up projections of SPARSE_TUNING.md §2a::
+    With ``D``/``U`` the down/up projections of docs/methods/sparse_tuning.md
+    §2a::
 
         h0 = ReLU(D1 x)           D1: C -> hidden
         s1 = D2 h0                D2: hidden -> inner
@@ -79,7 +80,8 @@ class StageSumAdapter(BaseModule):
 
 
 class PaperDenseAdapter(BaseModule):
-    """One Dense Adapter as drawn in the paper (SPARSE_TUNING.md §2b).
+    """One Dense Adapter as drawn in the paper (docs/methods/sparse_tuning.md
+    §2b).
 
     The adapter of block ``N`` (0-based) has ``N + 1`` down-projections:
     ``down[0]`` for the block's stream, ``down[j + 1]`` for the (already
@@ -176,8 +178,8 @@ def stage_sum_schedule(keep_layers: Sequence[int],
     - the last block's adapter is left out of the last stage's sum.
 
     For ViT-B with ``keep_layers=(3, 6, 9)`` this is the table of
-    SPARSE_TUNING.md §2a: embeddings + DA0..DA2 at block 2, DA3..DA5 at 5,
-    DA6..DA8 at 8, DA9 + DA10 at 11.
+    docs/methods/sparse_tuning.md §2a: embeddings + DA0..DA2 at block 2,
+    DA3..DA5 at 5, DA6..DA8 at 8, DA9 + DA10 at 11.
 
     Args:
         keep_layers (Sequence[int]): 0-based token-pruning blocks.

@@ -2,17 +2,18 @@
 
 Pure PyTorch modules and merge maths of *Low-Rank Rescaled Vision
 Transformer Fine-Tuning: A Residual Design Approach* (Dong et al., CVPR
-2024; RLRR.md).  An adapted Linear keeps its frozen ``W`` (out x in) and
-``b`` and trains three vectors::
+2024; docs/methods/rlrr.md).  An adapted Linear keeps its frozen ``W`` (out x
+in) and ``b`` and trains three vectors::
 
     W' = W + diag(s_left) W diag(s_right) = W * (1 + s_left s_right^T)
     b' = b + f
 
 SSF (Lian et al., NeurIPS 2022) scales and shifts features per channel,
-``y = x * s + t``.  Both fold into the frozen tensors (RLRR.md §3), so a
-merged model is the plain pretrained architecture: zero inference cost.
+``y = x * s + t``.  Both fold into the frozen tensors (docs/methods/rlrr.md
+§3), so a merged model is the plain pretrained architecture: zero inference
+cost.
 
-Initialisations (RLRR.md §2):
+Initialisations (docs/methods/rlrr.md §2):
 
 - ``'reference'`` (default, the official code): ``s_right`` Kaiming-uniform
   with fan_in = in, ``U(+-sqrt(6 / in))``; ``s_left`` Kaiming-uniform with
@@ -59,7 +60,7 @@ def rlrr_weight(weight: Tensor, scale_left: Tensor,
         scale_right (Tensor): ``s_right`` per row slice, shape
             (groups, in): the rows are cut into ``groups`` equal slices and
             slice ``g`` is rescaled with ``scale_right[g]`` (a fused qkv
-            Linear has one per q/k/v, RLRR.md §1).
+            Linear has one per q/k/v, docs/methods/rlrr.md §1).
 
     Returns:
         Tensor: ``W'``, shape (out, in).

@@ -1,8 +1,8 @@
 """SPT's structured modules: LoRA (parallel) and Adapter (sequential).
 
 He et al., *Sensitivity-Aware Visual Parameter-Efficient Fine-Tuning*,
-ICCV 2023 (SPT.md §2).  A :class:`SPTLinear` is the ``nn.Linear`` it
-replaces (the same ``weight``/``bias`` parameters, so checkpoint names and
+ICCV 2023 (docs/methods/spt.md §2).  A :class:`SPTLinear` is the ``nn.Linear``
+it replaces (the same ``weight``/``bias`` parameters, so checkpoint names and
 pretrained loading are unchanged) plus one branch per structured row slice:
 the whole matrix (``'all'``) or, for MMPretrain's fused qkv, the ``q``,
 ``k`` or ``v`` third.

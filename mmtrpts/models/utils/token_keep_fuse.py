@@ -1,9 +1,9 @@
 """[CLS]-attention token keep/fuse (pure torch).
 
 The mechanism of EViT (Liang et al., ICLR 2022) as used by TR-PTS (ICCV
-2025) and Sparse-Tuning (arXiv 2405.14700), written from TRPTS.md §6: in a
-selection block, after the attention residual, each candidate token i is
-scored by the [CLS] row of that block's attention averaged over heads,
+2025) and Sparse-Tuning (arXiv 2405.14700), written from docs/methods/trpts.md
+§6: in a selection block, after the attention residual, each candidate token i
+is scored by the [CLS] row of that block's attention averaged over heads,
 
     a_i = mean_h softmax(q_cls . K^T / sqrt(d))_i ,
 
