@@ -63,7 +63,7 @@ def _runner_like_checkpoint(path):
             extra=np.arange(3)), path)
 
 
-def test_runner_checkpoint_needs_the_loader_fix(tmp_path):
+def test_runner_checkpoint_loads_with_mmengines_types_only(tmp_path):
     path = str(tmp_path / 'runner.pth')
     _runner_like_checkpoint(path)
     # torch's own default stays weights_only=True for every other caller.
@@ -73,37 +73,19 @@ def test_runner_checkpoint_needs_the_loader_fix(tmp_path):
     assert checkpoint['meta']['epoch'] == 1
     assert float(checkpoint['message_hub']['log_scalars']['loss'].current()) \
         == 0.5
-    assert getattr not in torch.serialization.get_safe_globals()
+    # The allow-list is scoped to one load: nothing is added globally.
+    assert not {getattr, HistoryBuffer, np.ndarray} & set(
+        torch.serialization.get_safe_globals())
 
 
-def test_loader_fix_is_registered_only_for_local_files():
-    assert checkpoint_loader.needs_patch()
+def test_loader_is_registered_only_for_local_files():
     assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is \
         checkpoint_loader.load_local_checkpoint
     assert CheckpointLoader._get_checkpoint_loader('https://x/b.pth') is \
         not checkpoint_loader.load_local_checkpoint
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         checkpoint_loader.load_local_checkpoint('/no/such/missing.pth')
-
-
-def test_loader_kept_for_deltas_when_mmengine_is_fixed(monkeypatch, tmp_path):
-    """A fixed mmengine keeps the loader (deltas) with torch's default."""
-    from mmengine.runner.checkpoint import load_from_local
-    monkeypatch.setattr(checkpoint_loader.mmengine, '__version__', '0.10.8')
-    assert not checkpoint_loader.needs_patch()
-    CheckpointLoader.register_scheme('', load_from_local, force=True)
-    assert checkpoint_loader.patch_mmengine_checkpoint_loader() is True
     assert checkpoint_loader.patch_mmengine_checkpoint_loader() is False
-    assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is \
-        checkpoint_loader.load_local_checkpoint
-    runner_path, plain_path = str(tmp_path / 'r.pth'), str(tmp_path / 'p.pth')
-    _runner_like_checkpoint(runner_path)
-    torch.save(dict(state_dict=dict(w=torch.ones(2))), plain_path)
-    with pytest.raises(pickle.UnpicklingError, match='weights_only'):
-        _load_checkpoint(runner_path, map_location='cpu')
-    assert torch.equal(
-        _load_checkpoint(plain_path, map_location='cpu')['state_dict']['w'],
-        torch.ones(2))
 
 
 def test_cpu_distributed_is_a_no_op_without_launcher():

@@ -15,6 +15,7 @@ from mmengine.dist import is_main_process
 from mmengine.runner import Runner
 
 from mmtrpts.apis import apply_loader_flags, resolve_work_dir
+from mmtrpts.checkpoints.io import trust_checkpoint
 from mmtrpts.compat import setup_cpu_distributed, shutdown_distributed
 
 
@@ -28,6 +29,11 @@ def parse_args():
     parser.add_argument('--no-persistent-workers', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings in the config')
+    parser.add_argument(
+        '--trust-checkpoint', action='append', default=[], metavar='FILE',
+        help='fully unpickle this checkpoint file (only for a file you '
+        'trust: it may run code); every other file loads without executing '
+        'code')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -38,6 +44,8 @@ def parse_args():
 
 def main():
     args = parse_args()
+    for path in args.trust_checkpoint:
+        trust_checkpoint(path)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

@@ -14,6 +14,7 @@ from mmengine.runner import Runner
 
 from mmtrpts.apis import apply_loader_flags, apply_train_flags, \
     resolve_work_dir
+from mmtrpts.checkpoints.io import trust_checkpoint
 from mmtrpts.compat import setup_cpu_distributed, shutdown_distributed
 
 
@@ -40,6 +41,11 @@ def parse_args():
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings, e.g. model.head.num_classes=8')
+    parser.add_argument(
+        '--trust-checkpoint', action='append', default=[], metavar='FILE',
+        help='fully unpickle this checkpoint file (only for a file you '
+        'trust: it may run code); every other file loads without executing '
+        'code')
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
@@ -51,6 +57,8 @@ def parse_args():
 
 def main():
     args = parse_args()
+    for path in args.trust_checkpoint:
+        trust_checkpoint(path)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:

@@ -1,6 +1,17 @@
-"""mmengine's local checkpoint loader, replaced for two reasons.
+"""mmengine's local checkpoint loader, replaced: safe loads and deltas.
 
-1. **Delta checkpoints.**  ``tools/model_converters/export_delta.py``
+1. **Loading never executes code from a file.**  mmengine 0.10.7 calls
+   ``torch.load`` without ``weights_only``; on torch >= 2.6 that refuses
+   runner checkpoints (``HistoryBuffer``, numpy scalars), and mmengine's
+   upstream fix (open-mmlab/mmengine PR #1650) loads every file with
+   ``weights_only=False``, which runs whatever a downloaded ``.pth``
+   pickles.  This loader reads every local file through
+   :func:`mmtrpts.checkpoints.io.load_checkpoint_file`: ``weights_only=True``
+   plus, for the length of the load, an allow-list of exactly the types
+   MMEngine stores in its own checkpoints.  Full unpickling only for files
+   the user names as trusted (``MMTRPTS_TRUSTED_CHECKPOINTS`` or
+   ``--trust-checkpoint``).
+2. **Delta checkpoints.**  ``tools/model_converters/export_delta.py``
    writes a masked run as a sparse delta against its pretrained base
    (:mod:`mmtrpts.checkpoints.delta`).  After loading a file, the loader
    recognises ``meta.format == 'mmtrpts.delta'``, loads the base named in
@@ -8,68 +19,31 @@
    merged}``, so a delta works wherever mmengine loads a local file:
    ``load_from=DELTA``, ``init_cfg=dict(type='Pretrained',
    checkpoint=DELTA)``, ``mmpretrain.apis.get_model(cfg, pretrained=DELTA)``.
-   This is needed on every stack, so the loader is always registered.
-2. **torch >= 2.6 ``weights_only``.**  torch 2.6 switched ``torch.load`` to
-   ``weights_only=True``.  mmengine 0.10.7 does not pass the argument, so
-   resuming (or ``load_from`` with) a checkpoint that holds a
-   ``HistoryBuffer``, numpy scalars and optimizer state fails with
-   ``Unsupported global``.  mmengine fixed this upstream (open-mmlab/mmengine
-   PR #1650, issue #1655) by loading its own checkpoints with
-   ``weights_only=False``; the loader does the same only when
-   :func:`needs_patch` says the installed mmengine lacks the fix, and uses
-   torch's default otherwise.  ``torch.load`` itself keeps its safe default
-   for every other caller in the process (no global allow-list of
-   ``getattr``).
 
 This is the one place where mmtrpts replaces an existing registration
 (``force=True``): the scheme ``''`` is mmengine's local-file loader and
 there is no other way to change it.  Remote schemes (``http://``,
-``s3://``, ...) keep mmengine's loaders.  For a file that is not a delta the
-replacement behaves like mmengine's loader (with the upstream fix).
+``s3://``, ...) keep mmengine's loaders (which use torch's default,
+``weights_only=True``).
 """
 import os
 import os.path as osp
 
-import torch
 from mmengine.runner.checkpoint import CheckpointLoader
-from mmengine.utils import digit_version
-import mmengine
 
 from ..checkpoints.delta import is_delta
+from ..checkpoints.io import load_checkpoint_file
 from ..checkpoints.merge import merge_checkpoint
 
-# The last mmengine release whose local loader lacks ``weights_only=False``.
-_LAST_UNFIXED_MMENGINE = '0.10.7'
 _MERGE_TOOL = 'tools/model_converters/merge.py delta'
 
 
-def needs_patch() -> bool:
-    """Whether the installed stack needs the ``weights_only`` fix."""
-    return (digit_version(torch.__version__) >= digit_version('2.6.0')
-            and digit_version(
-                mmengine.__version__) <= digit_version(_LAST_UNFIXED_MMENGINE))
-
-
 def read_checkpoint_file(filename: str, map_location=None):
-    """``torch.load`` a local file with the stack's ``weights_only`` policy.
+    """Read a local checkpoint safely; a delta is returned as stored.
 
-    Unlike :func:`load_local_checkpoint`, a delta is returned as stored.
-
-    Args:
-        filename (str): Path of the checkpoint file.
-        map_location (str, optional): Same as :func:`torch.load`.
-
-    Returns:
-        The loaded object.
+    See :func:`mmtrpts.checkpoints.io.load_checkpoint_file`.
     """
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'{filename} can not be found.')
-    if needs_patch():
-        # Runner checkpoints hold non-tensor objects (upstream fix).
-        return torch.load(
-            filename, map_location=map_location, weights_only=False)
-    return torch.load(filename, map_location=map_location)
+    return load_checkpoint_file(filename, map_location)
 
 
 def resolve_base_path(base: str, delta_path: str) -> str:
@@ -127,7 +101,7 @@ def merge_delta_checkpoint(delta: dict,
 
 
 def load_local_checkpoint(filename: str, map_location=None) -> dict:
-    """mmengine's local loader with delta support and the upstream fix.
+    """mmengine's local loader: safe loads, with delta support.
 
     Args:
         filename (str): Path of the checkpoint file.

@@ -213,7 +213,7 @@ def training_memory(name: str, settings: dict,
     gc.collect()
     synchronize(s.device)
     baseline = memory.current()
-    selection = (torch.load(selection_path) if method.needs_selection
+    selection = (torch.load(selection_path, weights_only=True) if method.needs_selection
                  else None)
     model, wrapper = build_method(method, s, selection)
     data = random_batches(1, s.batch, s.img_size, s.num_classes,
@@ -356,7 +356,7 @@ def efficiency_report(settings: ReportSettings,
             summary = in_fresh_process(
                 'select_parameters', osp.join(workdir, 'select.json'),
                 settings=s._asdict(), path=path)
-            selection = torch.load(path)
+            selection = torch.load(path, weights_only=True)
         for name, method in methods.items():
             log(f'peak training memory of {name} (fresh process) ...')
             memory[name] = in_fresh_process(

@@ -86,11 +86,9 @@ def describe_source(path: str, checkpoint: dict, key: str) -> dict:
 
 def main() -> None:
     args = parse_args()
-    # A runner checkpoint holds non-tensor objects (HistoryBuffer, numpy
-    # scalars, optimizer state): weights_only=True cannot read it.  Only
-    # load checkpoints you trust.
-    checkpoint = torch.load(
-        args.checkpoint, map_location='cpu', weights_only=False)
+    # A runner checkpoint: read with MMEngine's own types allow-listed,
+    # never executing code from the file.
+    checkpoint = read_checkpoint_file(args.checkpoint, map_location='cpu')
     if not isinstance(checkpoint, dict) or 'selection' not in checkpoint:
         raise SystemExit(
             f'{args.checkpoint}: not a TR-PTS/masked training checkpoint '
