@@ -33,6 +33,7 @@ from mmengine.runner import load_checkpoint
 from mmengine.utils import mkdir_or_exist
 from mmpretrain.registry import MODELS
 
+from mmtrpts.apis.run_config import runner_model_cfg
 from mmtrpts.models.backbones.token_keep_fuse_vit import TokenKeepFuseViT
 from mmtrpts.models.utils.token_keep_fuse import num_kept
 from mmtrpts.visualization.token_selection import (DROPPED, FUSED, KEPT,
@@ -80,10 +81,7 @@ def build_model(cfg: Config, checkpoint: str, device: str) -> torch.nn.Module:
     ``init_weights`` is not called, so a backbone ``init_cfg`` naming a
     missing pre-trained file does no harm.
     """
-    model_cfg = cfg.model.copy()
-    if model_cfg.get('data_preprocessor') is None:
-        model_cfg['data_preprocessor'] = cfg.get('data_preprocessor')
-    model = MODELS.build(model_cfg)
+    model = MODELS.build(runner_model_cfg(cfg))
     load_checkpoint(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 

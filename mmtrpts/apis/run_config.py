@@ -3,6 +3,7 @@
 They mirror the command-line flags of MMPretrain's own tools, so a user's
 muscle memory carries over.
 """
+import copy
 import os.path as osp
 from typing import Optional
 
@@ -70,3 +71,18 @@ def apply_train_flags(cfg: Config, resume: Optional[str] = None,
             raise ValueError('--auto-scale-lr needs `auto_scale_lr = dict('
                              'base_batch_size=...)` in the config')
         cfg.auto_scale_lr.enable = True
+
+
+def runner_model_cfg(cfg: Config) -> Config:
+    """``cfg.model`` as MMEngine's runner builds it.
+
+    The runner gives the model the config's top-level ``data_preprocessor``
+    (mean / std, RGB order, class count) unless the model sets its own;
+    a tool that builds ``cfg.model`` directly must do the same, or its
+    forward sees unnormalised images.
+    """
+    model_cfg = copy.deepcopy(cfg.model)
+    if model_cfg.get('data_preprocessor') is None and \
+            cfg.get('data_preprocessor') is not None:
+        model_cfg['data_preprocessor'] = copy.deepcopy(cfg.data_preprocessor)
+    return model_cfg

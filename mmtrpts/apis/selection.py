@@ -11,12 +11,14 @@ from typing import Optional
 
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmengine.runner.checkpoint import load_checkpoint
 from mmpretrain.registry import MODELS
 
 from ..engine import ParameterSelection, save_selection
 from ..engine.hooks.fisher_selection_hook import HOOK_ARGS
 from ..selection.eligibility import assign_roles
 from ..selection.record import validate_record
+from .run_config import runner_model_cfg
 
 
 def selection_settings(cfg: Config, source: str = 'the config') -> dict:
@@ -60,8 +62,10 @@ def compute_selection(cfg: Config,
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     source = cfg.filename or 'the config'
     selection = ParameterSelection(**selection_settings(cfg, source))
-    model = MODELS.build(cfg.model)
-    model.init_weights()  # loads the pretrained backbone
+    model = MODELS.build(runner_model_cfg(cfg))
+    model.init_weights()  # loads the pretrained backbone (init_cfg)
+    if cfg.get('load_from'):
+        load_checkpoint(model, cfg.load_from, map_location='cpu')
     model.to(device)
     roles = assign_roles(model, cfg.optim_wrapper.get('eligibility'))
     record = selection.run(cfg, model, roles)

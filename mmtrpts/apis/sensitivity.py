@@ -42,6 +42,7 @@ from ..engine.fisher_pass import (build_fisher_dataloader,
                                   compute_fisher_scores)
 from ..models.backbones.spt_vit import plain_vit_cfg
 from ..selection.spt_allocation import FUSED_LABELS, allocate_spt, is_scored
+from .run_config import runner_model_cfg
 
 #: Defaults of ``sensitivity_cfg`` (``budget`` in millions of parameters,
 #: ``split`` replaces the training split's name, ``tau_*`` in entries).
@@ -123,7 +124,7 @@ def compute_sensitivity(cfg: Config, out: Optional[str] = None,
     MMLogger.get_instance(f'mmtrpts_sensitivity_{next(_CALLS)}',
                           log_level=cfg.get('log_level', 'INFO'))
 
-    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg = runner_model_cfg(cfg)
     model_cfg.backbone = plain_vit_cfg(cfg.model.backbone)
     torch.manual_seed(settings['seed'])  # the random head
     model = MODELS.build(model_cfg)

@@ -26,16 +26,75 @@ import torch
 import torch.nn as nn
 from mmengine.dist import is_main_process
 from mmengine.logging import print_log
+from mmengine.model import initialize
 
 from ..selection import ParameterSelector
+from ..selection.placement import block_densities
+from ..selection.record import to_plain
 from ..selection.eligibility import MASKED
 from ..selection.report import write_summary
+from ..utils import sha256_file
 from ..visualization.selection_density import plot_selection_density
 from .fisher_pass import (build_fisher_dataloader, compute_fisher_scores,
                           linear_probe_head)
 
 HEADS = ('random', 'linear_probe')
 PIPELINES = ('test', 'train')
+
+
+@contextlib.contextmanager
+def seeded_head(model: nn.Module, seed: int):
+    """Score through a head initialised from ``seed``; restore it after.
+
+    The head is re-initialised by its own ``init_cfg`` (MMPretrain's
+    ``LinearClsHead``: ``Normal(std=0.01)``; the configs here:
+    ``TruncNormal(std=0.02)``), or by ``reset_parameters`` of its layers
+    when it has none, under a forked RNG, so neither the run's random state
+    nor the head it trains from changes.
+    """
+    head = getattr(model, 'head', None)
+    if head is None:
+        yield
+        return
+    saved = {k: v.detach().clone() for k, v in head.state_dict().items()}
+    devices = [p.device for p in head.parameters() if p.is_cuda][:1]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        init_cfg = getattr(head, 'init_cfg', None)
+        if init_cfg:
+            initialize(head, init_cfg)
+        else:
+            for module in head.modules():
+                if hasattr(module, 'reset_parameters'):
+                    module.reset_parameters()
+    try:
+        yield
+    finally:
+        head.load_state_dict(saved)
+
+
+def describe_dataset(cfg) -> dict:
+    """What the pass scores: the training dataset's identifying settings."""
+    dataset = dict(cfg.train_dataloader.dataset)
+    keys = ('type', 'data_root', 'task', 'dataset', 'split', 'ann_file',
+            'data_prefix', 'indices')
+    return {k: dataset[k] for k in keys if k in dataset}
+
+
+def base_checkpoint(cfg) -> Optional[dict]:
+    """Path and sha256 of the weights the selection is made on.
+
+    ``load_from`` if set, else the backbone's ``init_cfg`` ``Pretrained``
+    checkpoint; None for a randomly initialised model.
+    """
+    path = cfg.get('load_from')
+    if not path:
+        init_cfg = cfg.model.get('backbone', {}).get('init_cfg') or {}
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            path = init_cfg.get('checkpoint')
+    if not path or not osp.isfile(osp.expanduser(path)):
+        return None
+    return dict(path=path, sha256=sha256_file(osp.expanduser(path)))
 
 
 class ParameterSelection:
@@ -56,6 +115,12 @@ class ParameterSelection:
         head (str): ``'random'`` (default: the head's own random init) or
             ``'linear_probe'`` (train the head on frozen features first).
         probe_epochs (int) / probe_lr (float): Linear-probe settings.
+        seed (int): Seed of the scoring head. With ``head='random'`` the
+            pass scores through a head initialised (by its own
+            ``init_cfg``) from this seed, then the model's head is put back:
+            the selection does not depend on the run's random state, so
+            ``tools/compute_fisher.py`` and the hook give the same record.
+            Defaults to 0.
         progress (bool): Show a progress bar. Defaults to True.
         **rule_options: The rule's options, see
             :class:`mmtrpts.selection.ParameterSelector` (e.g.
@@ -72,6 +137,7 @@ class ParameterSelection:
                  head: str = 'random',
                  probe_epochs: int = 10,
                  probe_lr: float = 1e-3,
+                 seed: int = 0,
                  progress: bool = True,
                  **rule_options):
         self.selector = ParameterSelector(rule, **rule_options)
@@ -85,6 +151,7 @@ class ParameterSelection:
         self.max_batches = max_batches
         self.head = head
         self.probe = dict(epochs=probe_epochs, lr=probe_lr)
+        self.seed = seed
         self.progress = progress
 
     def run(self, cfg, model: nn.Module, roles: Dict[str, str]) -> dict:
@@ -100,18 +167,40 @@ class ParameterSelection:
             dict: The selection record.
         """
         loader = build_fisher_dataloader(cfg, **self.loader_kwargs)
-        return self.run_on_loader(model, loader, roles)
+        return self.run_on_loader(
+            model, loader, roles, data=describe_dataset(cfg),
+            base_checkpoint=base_checkpoint(cfg))
 
-    def run_on_loader(self, model: nn.Module, loader,
-                      roles: Dict[str, str]) -> dict:
-        """:meth:`run` on a given scoring dataloader (this rank's shard)."""
+    def run_on_loader(self, model: nn.Module, loader, roles: Dict[str, str],
+                      **provenance) -> dict:
+        """:meth:`run` on a given scoring dataloader (this rank's shard).
+
+        ``provenance`` (e.g. ``data``, ``base_checkpoint``) is stored in the
+        record as it is.
+        """
         backbone = getattr(model, 'backbone', None)
         off = getattr(backbone, 'token_selection_disabled',
                       contextlib.nullcontext)
         with off():  # the placement depends on the result
-            return self._select(model, loader, roles)
+            record = self._select(model, loader, roles)
+        try:
+            densities = block_densities(record['layers'])
+        except ValueError:  # no transformer blocks (e.g. a ResNet)
+            densities = None
+        record.update(
+            seed=self.seed, rule_options=dict(self.selector.options),
+            roles=dict(roles), block_densities=densities,
+            **to_plain(provenance, 'provenance'))
+        return record
 
     def _select(self, model: nn.Module, loader, roles: Dict[str, str]) -> dict:
+        if self.head == 'random':
+            with seeded_head(model, self.seed):
+                return self._score_and_select(model, loader, roles)
+        return self._score_and_select(model, loader, roles)
+
+    def _score_and_select(self, model: nn.Module, loader,
+                          roles: Dict[str, str]) -> dict:
         extra = dict(head=self.head)
         if self.head == 'linear_probe':
             extra['probe_train_acc'] = linear_probe_head(
@@ -139,6 +228,33 @@ class ParameterSelection:
             fisher=dict(
                 stats, **self.loader_kwargs, max_batches=self.max_batches),
             **extra)
+
+
+def check_base_checkpoint(record: dict, current: Optional[dict],
+                          source: str) -> None:
+    """Refuse a record made on other weights than the run's.
+
+    Args:
+        record (dict): A selection record (``base_checkpoint``: path and
+            sha256 of the weights it was scored on; absent in records of
+            older versions, which are not checked).
+        current (dict, optional): :func:`base_checkpoint` of this run.
+        source (str): Where the record came from, for the message.
+
+    Raises:
+        ValueError: If the recorded and current weights differ by content.
+    """
+    recorded = record.get('base_checkpoint')
+    if recorded is None or 'base_checkpoint' not in record:
+        return
+    if current is None or current['sha256'] != recorded['sha256']:
+        now = ('randomly initialised weights' if current is None else
+               f"{current['path']} (sha256 {current['sha256'][:12]})")
+        raise ValueError(
+            f'the selection in {source} was made on {recorded["path"]} '
+            f'(sha256 {recorded["sha256"][:12]}), but this run starts from '
+            f'{now}: the Fisher scores of other weights select other '
+            'entries. Select again for these weights')
 
 
 def save_selection(record: dict, out_dir: str, plot: bool = True) -> dict:

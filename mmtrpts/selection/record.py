@@ -27,7 +27,7 @@ _LAYER_KEYS = ('shape', 'rows', 'cols', 'numel', 'selected')
 _INT32_MAX = 2**31 - 1
 
 
-def _plain(value: Any, where: str) -> Any:
+def to_plain(value: Any, where: str) -> Any:
     """Deep copy into plain python types (tuples become lists)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -36,10 +36,10 @@ def _plain(value: Any, where: str) -> Any:
         for key, item in value.items():
             if not isinstance(key, (str, int)):
                 raise ValueError(f'{where}: key {key!r} is not str/int')
-            out[key] = _plain(item, f'{where}[{key!r}]')
+            out[key] = to_plain(item, f'{where}[{key!r}]')
         return out
     if isinstance(value, (list, tuple)):
-        return [_plain(v, f'{where}[{i}]') for i, v in enumerate(value)]
+        return [to_plain(v, f'{where}[{i}]') for i, v in enumerate(value)]
     if isinstance(value, Tensor) and value.dim() == 0:
         return value.item()
     raise ValueError(f'{where}: {type(value).__name__} is not a plain '
@@ -97,8 +97,8 @@ class SelectionResult:
             indices[name] = idx.to(torch.int32).contiguous()
         return dict(
             format=FORMAT, version=FORMAT_VERSION, indices=indices,
-            layers=_plain(self.layers, 'layers'),
-            settings=_plain(self.settings, 'settings'))
+            layers=to_plain(self.layers, 'layers'),
+            settings=to_plain(self.settings, 'settings'))
 
     @classmethod
     def from_dict(cls, data: Mapping) -> 'SelectionResult':
@@ -136,8 +136,8 @@ class SelectionResult:
         for name, info in layers.items():
             _check_layer_info(name, info)
             out[name] = _check_indices(name, indices[name], info)
-        return cls(indices=out, layers=_plain(layers, 'layers'),
-                   settings=_plain(data['settings'], 'settings'))
+        return cls(indices=out, layers=to_plain(layers, 'layers'),
+                   settings=to_plain(data['settings'], 'settings'))
 
 
 def _check_layer_info(name: str, info: Any) -> None:
@@ -222,8 +222,10 @@ def build_record(result: SelectionResult, full: Iterable[str],
 
 
 def validate_record(record: dict, shapes: Dict[str, torch.Size],
-                    source: Optional[str] = None) -> SelectionResult:
-    """Check a record's structure, checksum and fit to the model.
+                    source: Optional[str] = None,
+                    roles: Optional[Mapping[str, str]] = None
+                    ) -> SelectionResult:
+    """Check a record's structure, checksum and fit to the model and run.
 
     The structure (format, version, indices against ``layers``) is checked
     by :meth:`SelectionResult.from_dict`, the one definition of the format.
@@ -232,6 +234,9 @@ def validate_record(record: dict, shapes: Dict[str, torch.Size],
         record (dict): A record of :func:`build_record`.
         shapes (Dict[str, torch.Size]): The model's parameter shapes.
         source (str, optional): Where the record came from, for messages.
+        roles (Mapping[str, str], optional): The run's eligibility role per
+            parameter; when given, the record must have been made under the
+            same roles (:func:`check_roles`).
 
     Returns:
         SelectionResult: The record's selection (int64 indices).
@@ -259,4 +264,48 @@ def validate_record(record: dict, shapes: Dict[str, torch.Size],
     if selection_checksum(record['indices']) != record['checksum']:
         raise ValueError(f'selection record{where}: checksum mismatch (the '
                          'indices were modified)')
+    if roles is not None:
+        check_roles(record, roles, source)
     return result
+
+
+def _listed(names) -> str:
+    names = sorted(names)
+    more = f' and {len(names) - 10} more' if len(names) > 10 else ''
+    return ', '.join(names[:10]) + more
+
+
+def check_roles(record: Mapping, roles: Mapping[str, str],
+                source: Optional[str] = None) -> None:
+    """Check that a record was made under the run's eligibility rules.
+
+    A record made under other rules (e.g. a config with
+    ``eligibility=dict(train_norm=True)`` given a record made under the
+    defaults) would silently freeze tensors the config trains, or train
+    tensors it freezes.  Records store every parameter's role
+    (``roles``); older records are compared through ``full`` and the
+    masked names.
+
+    Raises:
+        ValueError: naming the tensors whose roles differ and both roles.
+    """
+    where = f' in {source}' if source else ''
+    recorded = record.get('roles')
+    if recorded is None:
+        recorded = {n: 'full' for n in record['full']}
+        recorded.update({n: 'masked' for n in record['indices']})
+        run = {n: r for n, r in roles.items() if r in ('full', 'masked')}
+    else:
+        run = dict(roles)
+    differ = {n for n in set(recorded) | set(run)
+              if recorded.get(n) != run.get(n)}
+    if differ:
+        detail = '; '.join(
+            f'{n}: {recorded.get(n, "absent")} in the record, '
+            f'{run.get(n, "absent")} in this run'
+            for n in sorted(differ)[:10])
+        raise ValueError(
+            f'the selection record{where} was made under other eligibility '
+            f'rules than this run ({len(differ)} tensors differ: '
+            f'{_listed(differ)}): {detail}. Use the eligibility settings the '
+            'record was made with, or select again')

@@ -6,7 +6,6 @@ The shared machinery of :mod:`.check_vtab1k` and :mod:`.check_fgvc`: a
 was expected; a check that cannot run says so in a finding, nothing is
 skipped silently.  :func:`format_report` renders a report as text.
 """
-import hashlib
 import os
 import os.path as osp
 from collections import Counter, defaultdict
@@ -17,6 +16,7 @@ from typing import (Callable, Dict, List, Mapping, NamedTuple, Optional,
 from PIL import Image
 from tqdm import tqdm
 
+from ...utils import sha256_file
 from ..annotation_io import AnnotationError
 
 LEVELS = ('ok', 'warning', 'error')
@@ -129,15 +129,6 @@ class Collector:
                         f'{count - MAX_LISTED} more {level} findings of '
                         f'check {check!r} in this file (not listed)'))
         return self.findings
-
-
-def sha256_file(path: str) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def inspect_image(path: str, decode: bool,

@@ -2,7 +2,6 @@
 import os.path as osp
 from typing import Optional
 
-import torch
 from mmengine.dist import all_gather_object
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
@@ -13,11 +12,14 @@ from ...selection.placement import block_densities, choose_blocks
 from ...selection.record import validate_record
 from ...selection.report import format_layer_table
 from ..optimizers.masked_update_mixin import MaskedUpdateMixin
-from ..parameter_selection import ParameterSelection, save_selection
+from ...checkpoints.io import load_checkpoint_file
+from ..parameter_selection import (ParameterSelection, base_checkpoint,
+                                   check_base_checkpoint, save_selection)
 
 
 #: Arguments of the hook itself; every other one configures the selection.
 HOOK_ARGS = ('selection_file', 'token_placement', 'save_plot')
+_NOT_RESUMED = object()
 
 
 @HOOKS.register_module()
@@ -79,6 +81,9 @@ class FisherSelectionHook(Hook):
         self.selection_file = selection_file
         self.token_placement = dict(token_placement or {})
         self.save_plot = save_plot
+        # What a resumed checkpoint held: its selection record (None when
+        # it had none), or _NOT_RESUMED.
+        self._resumed_selection = _NOT_RESUMED
 
     # -- runner hooks ------------------------------------------------------
     def before_run(self, runner) -> None:
@@ -92,19 +97,51 @@ class FisherSelectionHook(Hook):
                 f' (got {type(wrapper).__name__})')
         wrapper.bind_param_names(get_ori_model(runner.model))
 
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Keep the selection of a checkpoint that the run resumes from.
+
+        With the optimizer state in the checkpoint the wrapper re-arms
+        itself from it; without (``CheckpointHook(save_optimizer=False)``)
+        :meth:`before_train` arms it from this record, so a resumed run
+        never selects again.  ``load_from`` without ``resume`` only
+        initialises weights: a new run selects anew.
+        """
+        if getattr(runner, '_resume', False):
+            self._resumed_selection = checkpoint.get('selection')
+
     def before_train(self, runner) -> None:
         wrapper = runner.optim_wrapper
         model = get_ori_model(runner.model)
+        shapes = {n: p.shape for n, p in model.named_parameters()}
+        resumed = self._resumed_selection
+        if resumed is None and not wrapper.armed:
+            raise RuntimeError(
+                'resuming from a checkpoint that holds no parameter '
+                "selection (no 'selection' record, no masked optimizer "
+                'state): the run would select different entries than it '
+                'trained. Resume from a checkpoint written by this run, or '
+                'start a new run (load_from) instead of --resume')
+        if resumed is not _NOT_RESUMED and not wrapper.armed:
+            wrapper.arm(resumed)
         if wrapper.armed:
+            self._check_made_for_this_run(runner, wrapper.selection, shapes,
+                                          wrapper.roles,
+                                          'the resumed checkpoint')
             print_log('Selection restored from the checkpoint; the Fisher '
                       'pass is not run again.', logger='current')
             self._report(runner, model, wrapper, write=False)
             return
-        shapes = {n: p.shape for n, p in model.named_parameters()}
         if self.selection_file is not None:
-            record = torch.load(self.selection_file, map_location='cpu',
-                                weights_only=True)
-            validate_record(record, shapes, source=self.selection_file)
+            if not osp.isfile(self.selection_file):
+                raise FileNotFoundError(
+                    f'FisherSelectionHook: selection_file '
+                    f'{self.selection_file!r} does not exist; write it with '
+                    'tools/compute_fisher.py CONFIG --out DIR (DIR/'
+                    'selection.pth) or drop selection_file to run the pass')
+            record = load_checkpoint_file(self.selection_file,
+                                          map_location='cpu')
+            self._check_made_for_this_run(runner, record, shapes,
+                                          wrapper.roles, self.selection_file)
             print_log(f'Selection loaded from {self.selection_file}; the '
                       'Fisher pass is skipped.', logger='current')
         else:
@@ -120,6 +157,13 @@ class FisherSelectionHook(Hook):
         if isinstance(wrapper, MaskedUpdateMixin) and wrapper.armed:
             checkpoint['selection'] = wrapper.selection
 
+    @staticmethod
+    def _check_made_for_this_run(runner, record: dict, shapes: dict,
+                                 roles: dict, source: str) -> None:
+        """A record made elsewhere must fit this model, rules and weights."""
+        validate_record(record, shapes, source=source, roles=roles)
+        check_base_checkpoint(record, base_checkpoint(runner.cfg), source)
+
     # -- co-selection ------------------------------------------------------
     def place_tokens(self, model, record: dict) -> list:
         """Choose and set the backbone's token-selection blocks."""
@@ -132,6 +176,10 @@ class FisherSelectionHook(Hook):
         densities = block_densities(record['layers'])
         blocks = choose_blocks(densities, **self.token_placement)
         backbone.set_keep_layers(blocks)
+        record['token_placement'] = dict(
+            self.token_placement, blocks=list(blocks),
+            keep_rate=backbone.keep_rate,
+            keep_round=getattr(backbone, 'keep_round', None))
         table = ', '.join(f'{b}: {100 * d:.3f}%'
                           for b, d in densities.items())
         print_log(
