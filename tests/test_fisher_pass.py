@@ -92,3 +92,32 @@ def test_linear_probe_trains_only_the_head(cfg, model):
     for name, value in model.backbone.state_dict().items():
         assert torch.equal(value, backbone[name]), name
     assert model.head.fc.weight.grad is None
+
+
+def test_linear_probe_uses_eval_features_and_no_backward_through_model(
+        tmp_path, mini_vtab):
+    # Strong drop-path: train-mode features would differ call to call.
+    path = write_tiny_config(str(tmp_path / 'cfg.py'), mini_vtab, extra="""
+model['backbone']['drop_path_rate'] = 0.5
+model['backbone']['drop_rate'] = 0.5
+""")
+    cfg = Config.fromfile(path)
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.train()
+    start = {k: v.clone() for k, v in model.head.state_dict().items()}
+    touched = []
+    for param in model.parameters():  # as DDP's reducer hooks would be
+        param.register_hook(lambda grad, touched=touched: touched.append(1))
+    loader = build_fisher_dataloader(cfg, batch_size=16)
+    results = []
+    for _ in range(2):
+        model.head.load_state_dict(start)
+        results.append((linear_probe_head(model, loader, epochs=3, lr=1e-2),
+                        model.head.fc.weight.detach().clone()))
+    assert results[0][0] == results[1][0]
+    assert torch.equal(results[0][1], results[1][1])
+    assert not torch.equal(results[0][1], start['fc.weight'])
+    assert touched == [] and model.head.fc.weight.grad is None
+    assert model.training  # the run's mode is restored

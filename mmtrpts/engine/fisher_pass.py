@@ -78,12 +78,18 @@ def _check_head(model: nn.Module) -> None:
 
 @torch.no_grad()
 def _features(model: nn.Module, dataloader) -> Tuple[List, torch.Tensor]:
+    """Features of every rank's shard, in eval mode (no dropout/drop-path)."""
+    was_training = model.training
+    model.eval()
     feats, labels = [], []
-    for data in dataloader:
-        inputs, y = _inputs_and_labels(model, data)
-        out = model.extract_feat(inputs)
-        feats.append(tuple(o.cpu() for o in out))
-        labels.append(y.cpu())
+    try:
+        for data in dataloader:
+            inputs, y = _inputs_and_labels(model, data)
+            out = model.extract_feat(inputs)
+            feats.append(tuple(o.cpu() for o in out))
+            labels.append(y.cpu())
+    finally:
+        model.train(was_training)
     # Every rank gets every shard, in rank order.
     parts = all_gather_object(
         (tuple(torch.cat(x) for x in zip(*feats)), torch.cat(labels)))
@@ -96,32 +102,38 @@ def linear_probe_head(model: nn.Module, dataloader, epochs: int = 10,
                       seed: int = 0) -> float:
     """Train only the head on frozen backbone features (LP warm-up).
 
+    Features come from the model in eval mode (dropout and drop-path off).
     Features of every rank's shard are gathered to all ranks, and every rank
-    trains the head on the same data in the same order, so heads stay
-    identical without gradient communication.
+    trains a *copy* of the head on the same data in the same order, then
+    copies the trained weights into the model's head: no ``backward`` ever
+    runs through the parameters of the (possibly DDP-wrapped) model, whose
+    reducer hooks -- and ``static_graph=True`` -- would otherwise see a
+    backward outside a training step.  Heads stay identical across ranks
+    without gradient communication.
 
     Returns:
         float: The probe's final training accuracy.
     """
     feats, labels = _features(model, dataloader)
-    device = next(model.head.parameters()).device
-    params = list(model.head.parameters())
-    optimizer = torch.optim.Adam(params, lr=lr)
+    probe = copy.deepcopy(model.head)
+    probe.train()
+    device = next(probe.parameters()).device
+    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=generator)
         for start in range(0, len(labels), batch_size):
             idx = order[start:start + batch_size]
             batch = tuple(f[idx].to(device) for f in feats)
-            loss = F.cross_entropy(model.head(batch), labels[idx].to(device))
+            loss = F.cross_entropy(probe(batch), labels[idx].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-    for p in params:
-        p.grad = None
+    probe.eval()
     with torch.no_grad():
-        correct = sum((model.head(tuple(f[i:i + 512].to(device)
-                                        for f in feats)).argmax(1).cpu() ==
+        model.head.load_state_dict(probe.state_dict())
+        correct = sum((probe(tuple(f[i:i + 512].to(device)
+                                   for f in feats)).argmax(1).cpu() ==
                        labels[i:i + 512]).sum().item()
                       for i in range(0, len(labels), 512))
     return correct / len(labels)
