@@ -121,3 +121,27 @@ model['backbone']['drop_rate'] = 0.5
     assert not torch.equal(results[0][1], start['fc.weight'])
     assert touched == [] and model.head.fc.weight.grad is None
     assert model.training  # the run's mode is restored
+
+
+def test_non_finite_loss_names_the_batch(cfg, model):
+    loader = build_fisher_dataloader(cfg, batch_size=16, max_samples=32)
+    with torch.no_grad():
+        model.backbone.ln1.weight.fill_(float('nan'))
+    with pytest.raises(RuntimeError,
+                       match=r'met 2 batches whose loss is not finite '
+                       r'\(batch 0: loss nan \(images \[.*\.jpg'):
+        compute_fisher_scores(
+            model, loader,
+            dict(w=model.backbone.layers[0].attn.qkv.weight), progress=False)
+
+
+def test_empty_data_is_named(model):
+    from mmtrpts.engine import ParameterSelection
+    with pytest.raises(RuntimeError, match=r'saw no batch: the training '
+                       r'split \(task=dtd\) is empty'):
+        compute_fisher_scores(
+            model, [], dict(w=model.backbone.layers[0].attn.qkv.weight),
+            progress=False, source='the training split (task=dtd)')
+    with pytest.raises(ValueError, match='max_samples must be None or an '
+                       'integer >= 1, got 0'):
+        ParameterSelection(max_samples=0)

@@ -142,7 +142,8 @@ def linear_probe_head(model: nn.Module, dataloader, epochs: int = 10,
 def compute_fisher_scores(
         model: nn.Module, dataloader, params: Dict[str, torch.Tensor],
         max_batches: Optional[int] = None, progress: bool = True,
-        mode: str = 'eval') -> Tuple[Dict[str, torch.Tensor], dict]:
+        mode: str = 'eval', source: str = 'the scoring data'
+) -> Tuple[Dict[str, torch.Tensor], dict]:
     """Diagonal empirical Fisher of ``params`` over ``dataloader``.
 
     Args:
@@ -154,11 +155,17 @@ def compute_fisher_scores(
         progress (bool): Show a progress bar on the main process.
         mode (str): ``'eval'`` (default: dropout and drop-path off,
             reproducible scores) or ``'train'`` (as SPT and GPS score).
+        source (str): What the dataloader reads, for error messages.
 
     Returns:
         tuple: Scores (sum over all ranks' batches of squared batch-mean
         gradients, divided by the global number of batches) and statistics
         (``num_batches``, ``num_samples``, ``seconds``).
+
+    Raises:
+        RuntimeError: If no batch was seen (an empty split), if a batch's
+            loss is not finite (naming the batch and its first images), or
+            if every score is zero; on every rank alike under DDP.
     """
     if mode not in ('eval', 'train'):
         raise ValueError(f"mode must be 'eval' or 'train', got {mode!r}")
@@ -168,6 +175,7 @@ def compute_fisher_scores(
     start = time.time()
     accumulator = FisherAccumulator(params)
     num_samples = 0
+    non_finite = []  # (batch index, loss, first image paths) of this rank
     total = len(dataloader) if max_batches is None else min(
         max_batches, len(dataloader))
     bar = tqdm(total=total, desc='Fisher pass', unit='batch',
@@ -179,14 +187,18 @@ def compute_fisher_scores(
                     break
                 inputs, labels = _inputs_and_labels(model, data)
                 logits = model(inputs.float(), mode='tensor')
-                accumulator.accumulate(F.cross_entropy(logits.float(),
-                                                       labels))
+                loss = F.cross_entropy(logits.float(), labels)
+                if not torch.isfinite(loss):
+                    paths = [s.get('img_path') for s in data['data_samples']]
+                    non_finite.append((i, loss.item(), paths[:3]))
+                accumulator.accumulate(loss)
                 num_samples += len(labels)
                 bar.update(1)
     finally:
         bar.close()
         model.train(was_training)
-    counts = torch.tensor([accumulator.num_batches, num_samples],
+    counts = torch.tensor([accumulator.num_batches, num_samples,
+                           len(non_finite)],
                           dtype=torch.float64,
                           device=next(iter(params.values())).device)
     all_reduce(counts)
@@ -194,8 +206,15 @@ def compute_fisher_scores(
         all_reduce(total_sum)
     num_batches = int(counts[0].item())
     if num_batches == 0:
-        raise RuntimeError('the Fisher pass saw no batch: is the training '
-                           'split empty?')
+        raise RuntimeError(f'the Fisher pass saw no batch: {source} is '
+                           'empty (check the split file and max_samples)')
+    if counts[2].item() > 0:
+        where = '; '.join(f'batch {i}: loss {v} (images {paths})'
+                          for i, v, paths in non_finite[:3]) or 'other ranks'
+        raise RuntimeError(
+            f'the Fisher pass over {source} met {int(counts[2].item())} '
+            f'batches whose loss is not finite ({where}); the scores would '
+            'be NaN. Check the weights (load_from / init_cfg) and the data')
     scores = {n: s / num_batches for n, s in accumulator.sums.items()}
     if all(not torch.any(s) for s in scores.values()):
         raise RuntimeError('every Fisher score is zero: no gradient reached '

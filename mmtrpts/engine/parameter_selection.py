@@ -143,6 +143,13 @@ class ParameterSelection:
         self.selector = ParameterSelector(rule, **rule_options)
         if head not in HEADS:
             raise ValueError(f'head must be one of {HEADS}, got {head!r}')
+        for name, value in (('max_samples', max_samples),
+                            ('max_batches', max_batches)):
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f'{name} must be None or an integer >= 1, '
+                                 f'got {value!r}')
         if pipeline not in PIPELINES:
             raise ValueError(f'pipeline must be one of {PIPELINES}, got '
                              f'{pipeline!r}')
@@ -167,9 +174,9 @@ class ParameterSelection:
             dict: The selection record.
         """
         loader = build_fisher_dataloader(cfg, **self.loader_kwargs)
-        return self.run_on_loader(
-            model, loader, roles, data=describe_dataset(cfg),
-            base_checkpoint=base_checkpoint(cfg))
+        data = describe_dataset(cfg)
+        return self.run_on_loader(model, loader, roles, data=data,
+                                  base_checkpoint=base_checkpoint(cfg))
 
     def run_on_loader(self, model: nn.Module, loader, roles: Dict[str, str],
                       **provenance) -> dict:
@@ -181,8 +188,12 @@ class ParameterSelection:
         backbone = getattr(model, 'backbone', None)
         off = getattr(backbone, 'token_selection_disabled',
                       contextlib.nullcontext)
+        data = provenance.get('data') or {}
+        source = ('the training split (' + ', '.join(
+            f'{k}={v}' for k, v in data.items()) + ')') if data else \
+            'the scoring data'
         with off():  # the placement depends on the result
-            record = self._select(model, loader, roles)
+            record = self._select(model, loader, roles, source)
         try:
             densities = block_densities(record['layers'])
         except ValueError:  # no transformer blocks (e.g. a ResNet)
@@ -193,14 +204,15 @@ class ParameterSelection:
             **to_plain(provenance, 'provenance'))
         return record
 
-    def _select(self, model: nn.Module, loader, roles: Dict[str, str]) -> dict:
+    def _select(self, model: nn.Module, loader, roles: Dict[str, str],
+                source: str) -> dict:
         if self.head == 'random':
             with seeded_head(model, self.seed):
-                return self._score_and_select(model, loader, roles)
-        return self._score_and_select(model, loader, roles)
+                return self._score_and_select(model, loader, roles, source)
+        return self._score_and_select(model, loader, roles, source)
 
     def _score_and_select(self, model: nn.Module, loader,
-                          roles: Dict[str, str]) -> dict:
+                          roles: Dict[str, str], source: str) -> dict:
         extra = dict(head=self.head)
         if self.head == 'linear_probe':
             extra['probe_train_acc'] = linear_probe_head(
@@ -216,7 +228,8 @@ class ParameterSelection:
             loader,
             params,
             max_batches=self.max_batches,
-            progress=self.progress)
+            progress=self.progress,
+            source=source)
         print_log(
             f'Fisher pass: {stats["num_samples"]} samples in '
             f'{stats["num_batches"]} batches, {stats["seconds"]} s',
