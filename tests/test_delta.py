@@ -342,3 +342,31 @@ def test_non_floating_state_such_as_token_blocks_travels_in_the_delta():
     merged = delta_lib.apply_delta(base, delta)
     for name, value in state.items():
         assert torch.equal(merged[name], value), name
+
+
+def test_delta_on_another_base_of_the_same_shapes_is_refused(run):
+    delta, path = save_delta(run)
+    assert len(delta['meta']['base_digest']) == 64
+    other = {k: v + 1e-3 if v.is_floating_point() else v
+             for k, v in run['base'].items()}
+    with pytest.raises(ValueError, match='made on another base checkpoint'):
+        apply_delta(other, delta)
+    forced = apply_delta(other, delta, force=True)  # applied as asked
+    for name, entry in delta['delta']['sparse'].items():
+        idx = entry['indices'].long()
+        assert torch.equal(forced[name].view(-1)[idx], entry['values'])
+        assert torch.equal(forced[name].view(-1)[:idx[0]],
+                           other[name].view(-1)[:idx[0]])
+    # Through mmengine's loader (load_from / get_model) and the tool.
+    other_path = str(run['tmp'] / 'other.pth')
+    torch.save(dict(meta={}, state_dict=other), other_path)
+    moved = dict(delta, meta=dict(delta['meta'], base_checkpoint=other_path))
+    moved_path = str(run['tmp'] / 'moved.pth')
+    torch.save(moved, moved_path)
+    with pytest.raises(ValueError, match='made on another base checkpoint'):
+        load_checkpoint(build_model(), moved_path)
+    out = str(run['tmp'] / 'dense.pth')
+    proc = run_tool([PYTHON, MERGE, 'delta', path, out, '--base', other_path])
+    assert proc.returncode != 0 and 'made on another base' in proc.stderr
+    assert_ok(run_tool([PYTHON, MERGE, 'delta', path, out, '--base',
+                        other_path, '--force']))

@@ -17,8 +17,9 @@ dicts, lists, strings, numbers, booleans, ``None`` and tensors, so it loads
 with ``torch.load(weights_only=True)``.  :func:`apply_delta` rebuilds the
 full state dict from the base.
 """
+import hashlib
 from collections import OrderedDict
-from typing import List, Mapping, Optional
+from typing import Iterable, List, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -144,6 +145,26 @@ def _verify_against_base(state_dict: Mapping, indices: Mapping, full: List,
                          _listed(problems))
 
 
+def base_digest(base_state_dict: Mapping[str, Tensor],
+                exclude: Iterable[str] = ()) -> str:
+    """sha256 of a base's tensors: names, dtypes, shapes and bytes.
+
+    A content hash of the state dict (not of the file), so a base re-saved
+    in another container still matches.  ``exclude`` names tensors that a
+    delta replaces densely (their base values do not matter).
+    """
+    skip = set(exclude)
+    digest = hashlib.sha256()
+    for name in sorted(base_state_dict):
+        value = base_state_dict[name]
+        if name in skip or not isinstance(value, Tensor):
+            continue
+        value = value.detach().to('cpu').contiguous()
+        digest.update(f'{name}|{value.dtype}|{list(value.shape)}|'.encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def make_delta(state_dict: Mapping[str, Tensor],
                selection: Mapping,
                base_state_dict: Optional[Mapping[str, Tensor]] = None,
@@ -164,7 +185,9 @@ def make_delta(state_dict: Mapping[str, Tensor],
             recorded in the meta.
         source: Where the weights came from (plain python values only).
         base_checkpoint (str, optional): Path of the base checkpoint,
-            recorded in the meta for loading.
+            recorded in the meta for loading.  With ``base_state_dict`` the
+            meta also records :func:`base_digest` of the base, which
+            :func:`apply_delta` checks.
 
     Returns:
         dict: The delta checkpoint (see the module docstring).
@@ -201,6 +224,8 @@ def make_delta(state_dict: Mapping[str, Tensor],
         selection_checksum=checksum,
         num_sparse_entries=sum(e['indices'].numel() for e in sparse.values()),
         num_dense_entries=sum(t.numel() for t in dense.values()),
+        base_digest=(None if base_state_dict is None else base_digest(
+            base_state_dict, exclude=dense)),
         source=source)
     check_plain(meta, 'meta')
     return dict(meta=meta, delta=dict(sparse=sparse, dense=dense))
@@ -240,7 +265,8 @@ def _scatter(name: str, entry, ref: Tensor) -> Tensor:
 
 
 def apply_delta(base_state_dict: Mapping[str, Tensor],
-                delta: Mapping) -> 'OrderedDict[str, Tensor]':
+                delta: Mapping,
+                force: bool = False) -> 'OrderedDict[str, Tensor]':
     """Merge a delta checkpoint into its base state dict.
 
     The base is not modified; tensors the delta does not touch are shared
@@ -249,6 +275,9 @@ def apply_delta(base_state_dict: Mapping[str, Tensor],
     Args:
         base_state_dict (Mapping[str, Tensor]): The base's state dict.
         delta (Mapping): A delta checkpoint made by :func:`make_delta`.
+        force (bool): Apply the delta although the base's content differs
+            from the one it was made on (``meta.base_digest``).  Default:
+            refuse.
 
     Returns:
         OrderedDict[str, Tensor]: The base with the sparse values scattered
@@ -257,9 +286,21 @@ def apply_delta(base_state_dict: Mapping[str, Tensor],
     Raises:
         ValueError: naming the tensor and the problem (wrong format or
             version, tensor missing from the base, index out of range,
-            value count or dtype mismatch, checksum mismatch).
+            value count or dtype mismatch, checksum mismatch, a base with
+            other content than the delta was made on).
     """
     sparse, dense = _read_delta(delta)
+    expected_base = delta['meta'].get('base_digest')
+    if expected_base is not None and not force:
+        found_base = base_digest(base_state_dict, exclude=dense)
+        if found_base != expected_base:
+            raise ValueError(
+                'the delta was made on another base checkpoint (content '
+                f'sha256 {expected_base[:12]}; this base: {found_base[:12]}'
+                f', recorded path {delta["meta"].get("base_checkpoint")!r}):'
+                ' applying it would give weights that were never trained. '
+                'Use the base it was made on, or force (merge.py delta '
+                '--force) if you know the difference is irrelevant')
     merged = OrderedDict(base_state_dict)
     metadata = getattr(base_state_dict, '_metadata', None)
     if metadata is not None:

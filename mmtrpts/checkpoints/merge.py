@@ -36,7 +36,8 @@ def merge_checkpoint(method: str,
                      checkpoint: Mapping,
                      source: str,
                      base: Optional[Mapping] = None,
-                     base_source: Optional[str] = None) -> dict:
+                     base_source: Optional[str] = None,
+                     force: bool = False) -> dict:
     """Merge one trained checkpoint into a plain one.
 
     Args:
@@ -47,6 +48,8 @@ def merge_checkpoint(method: str,
         base (Mapping, optional): The pretrained base checkpoint; required
             for ``'delta'``.
         base_source (str, optional): The base's path.
+        force (bool): ``'delta'`` only: apply the delta to a base whose
+            content differs from the one it was made on.
 
     Returns:
         dict: ``dict(meta=..., state_dict=...)``; ``meta.merged_from``
@@ -60,7 +63,7 @@ def merge_checkpoint(method: str,
         raise ValueError(f'unknown merge method {method!r}; expected one of '
                          f'{sorted(METHODS)}')
     if method == 'delta':
-        return _merge_delta(checkpoint, source, base, base_source)
+        return _merge_delta(checkpoint, source, base, base_source, force)
     state: Mapping[str, Tensor] = checkpoint.get('state_dict', checkpoint)
     try:
         merged = (
@@ -81,7 +84,7 @@ def merge_checkpoint(method: str,
 
 
 def _merge_delta(delta: Mapping, source: str, base: Optional[Mapping],
-                 base_source: Optional[str]) -> dict:
+                 base_source: Optional[str], force: bool) -> dict:
     if not is_delta(delta):
         raise ValueError(f'{source} is not a delta checkpoint')
     if base is None:
@@ -89,7 +92,10 @@ def _merge_delta(delta: Mapping, source: str, base: Optional[Mapping],
                          'checkpoint')
     if is_delta(base):
         raise ValueError(f'{base_source} is itself a delta; merge it first')
-    merged = apply_delta(base.get('state_dict', base), delta)
+    try:
+        merged = apply_delta(base.get('state_dict', base), delta, force=force)
+    except ValueError as error:
+        raise ValueError(f'{source} (base {base_source}): {error}') from None
     return dict(
         meta=merged_meta(delta['meta'], source, base_source),
         state_dict=merged)

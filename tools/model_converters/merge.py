@@ -37,6 +37,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         'checkpoint', help='trained checkpoint (for delta: the delta)')
     parser.add_argument('out', help='output checkpoint path')
     parser.add_argument('--base', help='pretrained base checkpoint (delta)')
+    parser.add_argument(
+        '--force', action='store_true',
+        help='delta: apply it even if the base differs in content from the '
+        'one it was made on')
     return parser.parse_args(argv)
 
 
@@ -57,7 +61,8 @@ def main(argv=None) -> None:
             checkpoint,
             args.checkpoint,
             base=base,
-            base_source=args.base)
+            base_source=args.base,
+            force=args.force)
     except ValueError as error:
         raise SystemExit(str(error))
     torch.save(merged, args.out)
