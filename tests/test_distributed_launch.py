@@ -6,8 +6,11 @@ it must train with the same selection and weights as one two-process
 launch.  ``tools/slurm_train.sh`` is checked against a stand-in ``srun``
 that records its arguments (no slurm needed).
 """
+import glob
 import os
 import os.path as osp
+import re
+import signal
 import subprocess
 
 import torch
@@ -75,3 +78,50 @@ def test_slurm_script_builds_the_srun_command(tmp_path):
         osp.join(REPO, 'tools', 'train.py'), 'configs/trpts/vit-b_cub.py',
         '--work-dir=work_dirs/cub', '--launcher=slurm', '--amp'
     ]
+
+
+def test_killed_two_rank_run_resumes_to_an_uninterrupted_runs_weights(
+        tmp_path, mini_vtab, pretrained):  # noqa: F811
+    # 64 samples / (2 ranks x 2) = 16 iterations an epoch, each logged.
+    config = _config(tmp_path, mini_vtab, pretrained, SGD, HOOK, batch_size=2,
+                     extra='randomness = dict(seed=0)\n'
+                     'default_hooks = dict(logger=dict(interval=1))\n')
+    three_epochs = ['--cfg-options', 'train_cfg.max_epochs=3']
+    env = dict(PORT='29571', PYTHON=PYTHON)
+    straight = str(tmp_path / 'straight')
+    assert_ok(run_tool(['bash', DIST_TRAIN, config, '2', '--work-dir',
+                        straight, *three_epochs], env_extra=env, timeout=600))
+    killed = str(tmp_path / 'killed')
+    proc = subprocess.Popen(
+        ['bash', DIST_TRAIN, config, '2', '--work-dir', killed,
+         *three_epochs], env=dict(os.environ, PYTHONUNBUFFERED='1', **env),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if re.search(r'\[2\]\[ *1/16\]', line):  # (coloured text)
+            # SIGKILL the launcher and both ranks (torchrun starts the
+            # workers in their own sessions): mid-epoch 2.
+            subprocess.run(['pkill', '-KILL', '-f', killed], check=False)
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    proc.stdout.close()
+    assert proc.returncode != 0, ''.join(seen[-20:])
+    assert osp.isfile(osp.join(killed, 'epoch_1.pth'))
+    assert not osp.exists(osp.join(killed, 'epoch_2.pth'))
+    resumed = run_tool(['bash', DIST_TRAIN, config, '2', '--work-dir', killed,
+                        '--resume', *three_epochs], env_extra=env,
+                       timeout=600)
+    assert_ok(resumed)
+    log = resumed.stdout + resumed.stderr
+    assert 'resumed epoch: 1' in log and 'Fisher pass:' not in log
+    one = torch.load(osp.join(straight, 'epoch_3.pth'), weights_only=False)
+    two = torch.load(osp.join(killed, 'epoch_3.pth'), weights_only=False)
+    assert one['selection']['checksum'] == two['selection']['checksum']
+    for name, value in one['state_dict'].items():
+        # Same data order, same selection: identical up to float noise.
+        torch.testing.assert_close(two['state_dict'][name], value,
+                                   rtol=0, atol=1e-6, msg=name)
+    assert not glob.glob(osp.join(killed, '*.part'))

@@ -29,7 +29,7 @@ def test_resume_without_optimizer_state_restores_selection_and_placement(
         tmp_path, mini_vtab, pretrained):  # noqa: F811
     config = _config(tmp_path, mini_vtab, pretrained, ADAM, hook=PLACED_HOOK,
                      extra=TOKENS + "default_hooks = dict(checkpoint=dict("
-                     "type='CheckpointHook', interval=1, "
+                     "type='AtomicCheckpointHook', interval=1, "
                      'save_optimizer=False))\n')
     work = str(tmp_path / 'work')
     assert_ok(run_tool([PYTHON, TRAIN, config, '--work-dir', work]))

@@ -8,8 +8,11 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=2,
-                    save_last=True),
+    # MMEngine's CheckpointHook, but a checkpoint file is written under a
+    # temporary name and renamed when complete: a killed run never leaves a
+    # half-written checkpoint, and --resume continues from the last one.
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1,
+                    max_keep_ckpts=2, save_last=True),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='VisualizationHook', enable=False),
     # Fails early, naming both numbers, when the dataset's class count and

@@ -1,4 +1,4 @@
-# The generated mini-benchmark (mmtrpts/embedded): VTAB-1k layout, 32x32
+# The generated mini-benchmark (mmtrpts.datasets.synthetic): VTAB-1k layout, 32x32
 # images, tasks `counting` (6 classes), `location` (8), `orientation` (8),
 # `texture` (6).  Final-run protocol: train on train800val200, test on test.
 # tools/demo.py writes the data and sets the task; by hand:

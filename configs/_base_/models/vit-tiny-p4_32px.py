@@ -1,6 +1,6 @@
 # The embedded backbone: a 6-layer, 64-dim ViT on 32x32 images with 4x4
 # patches (64 patch tokens + [CLS]).  `make demo` pre-trains it on the
-# generated source task (mmtrpts/embedded/pretrain.py) and writes the
+# generated source task (mmtrpts/apis/embedded_backbone.py) and writes the
 # checkpoint below; the head is re-initialised for every target task.
 pretrained = '{{ fileDirname }}/../../../.cache/embedded/vit-tiny-p4_32px_shapes-pre.pth'  # noqa: E501
 model = dict(

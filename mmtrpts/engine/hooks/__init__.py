@@ -1,7 +1,9 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .class_count_check_hook import ClassCountCheckHook
 from .fisher_selection_hook import FisherSelectionHook
 from .trainable_params_hook import TrainableParamsHook
 
 __all__ = [
-    'ClassCountCheckHook', 'FisherSelectionHook', 'TrainableParamsHook'
+    'AtomicCheckpointHook', 'ClassCountCheckHook', 'FisherSelectionHook',
+    'TrainableParamsHook'
 ]
