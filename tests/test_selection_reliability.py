@@ -166,3 +166,23 @@ def test_record_for_another_architecture_is_refused():
     shallower = {n: p.shape for n, p in vit(16, 1).named_parameters()}
     with pytest.raises(ValueError, match=r"names 'backbone\.layers\.1\."):
         validate_record(record, shallower, source='sel.pth')
+
+
+def test_frozen_tensors_compute_and_keep_no_gradient(
+        tmp_path, mini_vtab, pretrained):  # noqa: F811
+    from mmengine.config import Config
+    from mmengine.runner import Runner
+    cfg = Config.fromfile(_config(tmp_path, mini_vtab, pretrained, ADAM))
+    cfg.work_dir = str(tmp_path / 'work')
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    roles = runner.optim_wrapper.roles
+    frozen = [n for n, role in roles.items() if role == 'frozen']
+    assert 'backbone.pos_embed' in frozen and len(frozen) >= 10
+    params = dict(runner.model.named_parameters())
+    for name in frozen:
+        assert params[name].grad is None and not params[name].requires_grad
+    assert params['head.fc.weight'].requires_grad  # trained tensors do
+    base = torch.load(pretrained)['state_dict']
+    assert torch.equal(params['backbone.pos_embed'].detach(),
+                       base['backbone.pos_embed'])

@@ -1,13 +1,16 @@
 """Run the Fisher pass before training and arm the masked optimizer."""
+import copy
 import os.path as osp
 from typing import Optional
 
 from mmengine.dist import all_gather_object
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.logging import print_log
 from mmpretrain.registry import HOOKS
 from mmpretrain.utils import get_ori_model
 
+from ...selection.eligibility import FROZEN
 from ...selection.placement import block_densities, choose_blocks
 from ...selection.record import validate_record
 from ...selection.report import format_layer_table
@@ -129,6 +132,7 @@ class FisherSelectionHook(Hook):
                                           'the resumed checkpoint')
             print_log('Selection restored from the checkpoint; the Fisher '
                       'pass is not run again.', logger='current')
+            self._freeze(runner, model, wrapper.roles)
             self._report(runner, model, wrapper, write=False)
             return
         if self.selection_file is not None:
@@ -150,12 +154,44 @@ class FisherSelectionHook(Hook):
         if self.token_placement:
             record['token_blocks'] = self.place_tokens(model, record)
         wrapper.arm(record)
+        self._freeze(runner, model, wrapper.roles)
         self._report(runner, model, wrapper, write=True)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         wrapper = runner.optim_wrapper
         if isinstance(wrapper, MaskedUpdateMixin) and wrapper.armed:
             checkpoint['selection'] = wrapper.selection
+
+    @staticmethod
+    def _freeze(runner, model, roles: dict) -> None:
+        """Stop computing and keeping gradients of frozen tensors.
+
+        Tensors the eligibility rules freeze (norms, ``pos_embed``,
+        ``cls_token`` by default) are outside the optimizer, but with
+        ``requires_grad=True`` autograd would still compute their gradients
+        and accumulate them in ``.grad`` every step.  They are switched off
+        here, once the selection is armed.  Under DDP the wrapper registered
+        them when the runner was built, so the model is wrapped again with
+        the runner's own ``wrap_model``: the new reducer registers (and
+        all-reduces) only the tensors that still require gradients, and
+        the old one, with its hooks, is dropped.
+        """
+        frozen = [(n, p) for n, p in model.named_parameters()
+                  if roles.get(n) == FROZEN and p.requires_grad]
+        for _, param in frozen:
+            param.requires_grad_(False)
+            param.grad = None
+        message = (f'{len(frozen)} tensors frozen by the eligibility rules '
+                   f'({sum(p.numel() for _, p in frozen):,} entries) no '
+                   'longer compute or keep gradients')
+        if frozen and is_model_wrapper(runner.model):
+            wrapper_cfg = copy.deepcopy(runner.cfg.get('model_wrapper_cfg'))
+            runner.model = runner.wrap_model(wrapper_cfg, model)
+            registered = sum(p.requires_grad for p in model.parameters())
+            message += (f'; the model was wrapped again in '
+                        f'{type(runner.model).__name__}, which now '
+                        f'registers {registered} tensors')
+        print_log(message, logger='current')
 
     @staticmethod
     def _check_made_for_this_run(runner, record: dict, shapes: dict,
