@@ -124,12 +124,14 @@ class FisherSelectionHook(Hook):
                 'state): the run would select different entries than it '
                 'trained. Resume from a checkpoint written by this run, or '
                 'start a new run (load_from) instead of --resume')
-        if resumed is not _NOT_RESUMED and not wrapper.armed:
-            wrapper.arm(resumed)
-        if wrapper.armed:
-            self._check_made_for_this_run(runner, wrapper.selection, shapes,
-                                          wrapper.roles,
-                                          'the resumed checkpoint')
+        restored = wrapper.selection if wrapper.armed else (
+            None if resumed is _NOT_RESUMED else resumed)
+        if restored is not None:
+            # The weights are the checkpoint's: its base is not re-checked.
+            validate_record(restored, shapes, 'the resumed checkpoint',
+                            roles=wrapper.roles)
+            if not wrapper.armed:
+                wrapper.arm(restored)
             print_log('Selection restored from the checkpoint; the Fisher '
                       'pass is not run again.', logger='current')
             self._freeze(runner, model, wrapper.roles)
