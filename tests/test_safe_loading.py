@@ -20,7 +20,6 @@ from mmpretrain.registry import MODELS
 from mmtrpts.checkpoints import make_delta
 from mmtrpts.checkpoints.io import (TRUST_ENV, CheckpointLoadError,
                                     load_checkpoint_file, trust_checkpoint)
-from mmtrpts.compat.checkpoint_loader import read_checkpoint_file
 
 TOOLS = osp.join(REPO, 'tools', 'model_converters')
 VIT = dict(type='VisionTransformer', arch=dict(
@@ -60,7 +59,7 @@ def test_every_load_path_refuses_the_planted_file(planted, tmp_path):
     model = MODELS.build(dict(type='ImageClassifier', backbone=VIT))
     _refused(lambda: load_checkpoint(model, path), marker)  # load_from
     _refused(lambda: _load_checkpoint(path), marker)  # --resume
-    _refused(lambda: read_checkpoint_file(path), marker)  # tools
+    _refused(lambda: load_checkpoint_file(path), marker)  # tools
     pretrained = MODELS.build(dict(
         type='ImageClassifier', backbone=dict(VIT, init_cfg=dict(
             type='Pretrained', checkpoint=path, prefix='backbone.'))))

@@ -38,14 +38,6 @@ from ..checkpoints.merge import merge_checkpoint
 _MERGE_TOOL = 'tools/model_converters/merge.py delta'
 
 
-def read_checkpoint_file(filename: str, map_location=None):
-    """Read a local checkpoint safely; a delta is returned as stored.
-
-    See :func:`mmtrpts.checkpoints.io.load_checkpoint_file`.
-    """
-    return load_checkpoint_file(filename, map_location)
-
-
 def resolve_base_path(base: str, delta_path: str) -> str:
     """Find a delta's base checkpoint on disk.
 
@@ -95,7 +87,7 @@ def merge_delta_checkpoint(delta: dict,
     """
     base_path = resolve_base_path(delta['meta'].get('base_checkpoint'),
                                   delta_path)
-    base = read_checkpoint_file(base_path, map_location)
+    base = load_checkpoint_file(base_path, map_location)
     return merge_checkpoint('delta', delta, delta_path, base=base,
                             base_source=base_path)
 
@@ -111,7 +103,7 @@ def load_local_checkpoint(filename: str, map_location=None) -> dict:
         dict: The loaded checkpoint; a delta comes back merged with its base
         as ``{'meta': ..., 'state_dict': ...}``.
     """
-    checkpoint = read_checkpoint_file(filename, map_location)
+    checkpoint = load_checkpoint_file(filename, map_location)
     if is_delta(checkpoint):
         return merge_delta_checkpoint(checkpoint, osp.expanduser(filename),
                                       map_location)

@@ -39,9 +39,9 @@ import torch.nn as nn
 
 from ..complexity.params import count_parameters
 from ..engine import ParameterSelection
-from .common import (PeakMemory, build_wrapper, describe_device,
-                     random_batches, resolve_device, synchronize,
-                     updated_entries)
+from ..selection.eligibility import assign_roles
+from .common import (PeakMemory, describe_device, random_batches,
+                     resolve_device, synchronize, updated_entries)
 from .methods import METHODS, Method
 from .token_selection import (build_classifier, compress_schedule,
                               copy_weights, flop_report,
@@ -177,7 +177,7 @@ def select_parameters(settings: dict, path: str) -> dict:
     selection = ParameterSelection(target_ratio=s.target_ratio,
                                    progress=False)
     record = selection.run_on_loader(model, batches,
-                                     build_wrapper(model, 'trpts').roles)
+                                     assign_roles(model))
     stats = record['fisher']
     torch.save(record, path)
     budget, rule = record['budget'], record['settings']

@@ -18,7 +18,6 @@ checkpoints, logs).  The path of ``target_ratio`` from a config to its use:
 ``budget_to_entries`` -> ``calibrate_trpts``.
 """
 import contextlib
-import os
 import os.path as osp
 from typing import Dict, Optional
 
@@ -29,9 +28,9 @@ from mmengine.logging import print_log
 from mmengine.model import initialize
 
 from ..selection import ParameterSelector
+from ..selection.eligibility import MASKED
 from ..selection.placement import block_densities
 from ..selection.record import to_plain
-from ..selection.eligibility import MASKED
 from ..selection.report import write_summary
 from ..utils import sha256_file
 from ..visualization.selection_density import plot_selection_density
@@ -258,7 +257,7 @@ def check_base_checkpoint(record: dict, current: Optional[dict],
         ValueError: If the recorded and current weights differ by content.
     """
     recorded = record.get('base_checkpoint')
-    if recorded is None or 'base_checkpoint' not in record:
+    if recorded is None:
         return
     if current is None or current['sha256'] != recorded['sha256']:
         now = ('randomly initialised weights' if current is None else
@@ -285,7 +284,6 @@ def save_selection(record: dict, out_dir: str, plot: bool = True) -> dict:
     if plot:
         paths['png'] = osp.join(out_dir, 'selection_density.png')
         plot_selection_density(record, paths['png'])
-    paths['pth'] = osp.join(out_dir, 'selection.pth')
-    os.makedirs(out_dir, exist_ok=True)
+    paths['pth'] = osp.join(out_dir, 'selection.pth')  # dir: write_summary
     torch.save(record, paths['pth'])
     return paths

@@ -16,19 +16,29 @@ from .topk import (Number, concat_scores, exact_ratio, kth_largest, layer_meta,
                    validate_scores)
 
 
+def check_global_topk_args(num: Optional[int],
+                           fraction: Optional[Number]) -> None:
+    """Validate ``num`` / ``fraction`` (ValueError naming the value)."""
+    if (num is None) == (fraction is None):
+        raise ValueError("rule='global_topk' needs exactly one of num and "
+                         'fraction')
+    if num is not None and (isinstance(num, bool) or not isinstance(num, int)
+                            or num < 1):
+        raise ValueError(f'num must be an integer >= 1, got {num!r}')
+    if fraction is not None and not (isinstance(fraction, (int, float))
+                                     and 0 < fraction <= 1):
+        raise ValueError(f'fraction must be in (0, 1], got {fraction!r}')
+
+
 def _global_count(total: int, num: Optional[int],
                   fraction: Optional[Number]) -> int:
     """Number of entries for :func:`select_global_topk`."""
-    if (num is None) == (fraction is None):
-        raise ValueError('give exactly one of num and fraction')
+    check_global_topk_args(num, fraction)
     if num is not None:
-        if isinstance(num, bool) or not isinstance(num, int) \
-                or not 1 <= num <= total:
+        if num > total:
             raise ValueError(f'num must be an integer in [1, {total}], '
                              f'got {num!r}')
         return num
-    if not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f'fraction must be in (0, 1], got {fraction!r}')
     return max(1, min(total, math.ceil(exact_ratio(fraction) * total)))
 
 

@@ -14,6 +14,13 @@ from .record import SelectionResult, layer_entry, settings_totals
 from .topk import layer_meta, rowwise_indices, validate_scores
 
 
+def check_gps_args(k) -> None:
+    """Validate GPS's ``k`` (ValueError naming the value)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1 (rule='gps' needs k "
+                         f'connections per row), got {k!r}')
+
+
 def select_gps(scores: Mapping[str, Tensor], k: int) -> SelectionResult:
     """GPS selection: the top-``K`` entries of every row (GPS, CVPR 2024).
 
@@ -25,8 +32,7 @@ def select_gps(scores: Mapping[str, Tensor], k: int) -> SelectionResult:
     Returns:
         SelectionResult: Exactly ``min(k, cols_l)`` entries per row.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f'k must be an integer >= 1, got {k!r}')
+    check_gps_args(k)
     validate_scores(scores)
     meta = layer_meta(scores)
     conns = {n: min(k, info['cols']) for n, info in meta.items()}

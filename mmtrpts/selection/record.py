@@ -269,12 +269,6 @@ def validate_record(record: dict, shapes: Dict[str, torch.Size],
     return result
 
 
-def _listed(names) -> str:
-    names = sorted(names)
-    more = f' and {len(names) - 10} more' if len(names) > 10 else ''
-    return ', '.join(names[:10]) + more
-
-
 def check_roles(record: Mapping, roles: Mapping[str, str],
                 source: Optional[str] = None) -> None:
     """Check that a record was made under the run's eligibility rules.
@@ -304,8 +298,9 @@ def check_roles(record: Mapping, roles: Mapping[str, str],
             f'{n}: {recorded.get(n, "absent")} in the record, '
             f'{run.get(n, "absent")} in this run'
             for n in sorted(differ)[:10])
+        more = f'; ... ({len(differ) - 10} more)' if len(differ) > 10 else ''
         raise ValueError(
             f'the selection record{where} was made under other eligibility '
-            f'rules than this run ({len(differ)} tensors differ: '
-            f'{_listed(differ)}): {detail}. Use the eligibility settings the '
-            'record was made with, or select again')
+            f'rules than this run ({len(differ)} tensors differ: {detail}'
+            f'{more}). Use the eligibility settings the record was made '
+            'with, or select again')

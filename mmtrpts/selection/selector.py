@@ -25,8 +25,8 @@ from torch import Tensor
 
 from .budget import DENOMINATORS, budget_to_entries, parameter_budget
 from .eligibility import FULL
-from .global_topk import select_global_topk
-from .gps import select_gps
+from .global_topk import check_global_topk_args, select_global_topk
+from .gps import check_gps_args, select_gps
 from .record import SelectionResult, build_record
 from .trpts import block_groups, check_trpts_args, select_trpts
 from .trpts_calibration import calibrate_trpts
@@ -129,23 +129,11 @@ class ParameterSelector:
 
     @staticmethod
     def _check_gps(opts: dict) -> None:
-        k = opts['k']
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError("rule='gps' needs k, an integer >= 1 "
-                             f'(connections per row), got {k!r}')
+        check_gps_args(opts['k'])
 
     @staticmethod
     def _check_global_topk(opts: dict) -> None:
-        num, fraction = opts['num'], opts['fraction']
-        if (num is None) == (fraction is None):
-            raise ValueError("rule='global_topk' needs exactly one of num "
-                             'and fraction')
-        if num is not None and (isinstance(num, bool)
-                                or not isinstance(num, int) or num < 1):
-            raise ValueError(f'num must be an integer >= 1, got {num!r}')
-        if fraction is not None and not (isinstance(fraction, (int, float))
-                                         and 0 < fraction <= 1):
-            raise ValueError(f'fraction must be in (0, 1], got {fraction!r}')
+        check_global_topk_args(opts['num'], opts['fraction'])
 
     # -- selection ----------------------------------------------------------
     @property

@@ -20,7 +20,7 @@ import torch
 
 from mmtrpts.checkpoints import (check_plain, delta_size_report, is_delta,
                                  make_delta)
-from mmtrpts.compat.checkpoint_loader import read_checkpoint_file
+from mmtrpts.checkpoints.io import load_checkpoint_file
 
 
 def parse_args() -> argparse.Namespace:
@@ -88,7 +88,7 @@ def main() -> None:
     args = parse_args()
     # A runner checkpoint: read with MMEngine's own types allow-listed,
     # never executing code from the file.
-    checkpoint = read_checkpoint_file(args.checkpoint, map_location='cpu')
+    checkpoint = load_checkpoint_file(args.checkpoint, map_location='cpu')
     if not isinstance(checkpoint, dict) or 'selection' not in checkpoint:
         raise SystemExit(
             f'{args.checkpoint}: not a TR-PTS/masked training checkpoint '
@@ -97,7 +97,7 @@ def main() -> None:
     print(message)
     base_state = None
     if args.base:
-        base = read_checkpoint_file(args.base, map_location='cpu')
+        base = load_checkpoint_file(args.base, map_location='cpu')
         if is_delta(base):
             raise SystemExit(f'{args.base} is itself a delta; merge it first '
                              'with tools/model_converters/merge.py delta')

@@ -25,7 +25,7 @@ import mmtrpts  # noqa: F401  (stack fixes first)
 import torch
 
 from mmtrpts.checkpoints.merge import METHODS, merge_checkpoint
-from mmtrpts.compat.checkpoint_loader import read_checkpoint_file
+from mmtrpts.checkpoints.io import load_checkpoint_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,9 +51,9 @@ def main(argv=None) -> None:
             args.checkpoint, map_location='cpu', weights_only=True)
         if args.base is None:
             raise SystemExit('merging a delta needs --base BASE_CHECKPOINT')
-        base = read_checkpoint_file(args.base, map_location='cpu')
+        base = load_checkpoint_file(args.base, map_location='cpu')
     else:
-        checkpoint = read_checkpoint_file(args.checkpoint, map_location='cpu')
+        checkpoint = load_checkpoint_file(args.checkpoint, map_location='cpu')
         base = None
     try:
         merged = merge_checkpoint(

@@ -146,15 +146,18 @@ class FisherSelectionHook(Hook):
                     'selection.pth) or drop selection_file to run the pass')
             record = load_checkpoint_file(self.selection_file,
                                           map_location='cpu')
-            self._check_made_for_this_run(runner, record, shapes,
-                                          wrapper.roles, self.selection_file)
+            # Made elsewhere: it must fit this model, rules and weights.
+            validate_record(record, shapes, self.selection_file,
+                            roles=wrapper.roles)
+            check_base_checkpoint(record, base_checkpoint(runner.cfg),
+                                  self.selection_file)
             print_log(f'Selection loaded from {self.selection_file}; the '
                       'Fisher pass is skipped.', logger='current')
         else:
             record = self.selection.run(runner.cfg, model, wrapper.roles)
         self._check_ranks_agree(record['checksum'])
         if self.token_placement:
-            record['token_blocks'] = self.place_tokens(model, record)
+            self.place_tokens(model, record)
         wrapper.arm(record)
         self._freeze(runner, model, wrapper.roles)
         self._report(runner, model, wrapper, write=True)
@@ -195,13 +198,6 @@ class FisherSelectionHook(Hook):
                         f'registers {registered} tensors')
         print_log(message, logger='current')
 
-    @staticmethod
-    def _check_made_for_this_run(runner, record: dict, shapes: dict,
-                                 roles: dict, source: str) -> None:
-        """A record made elsewhere must fit this model, rules and weights."""
-        validate_record(record, shapes, source=source, roles=roles)
-        check_base_checkpoint(record, base_checkpoint(runner.cfg), source)
-
     # -- co-selection ------------------------------------------------------
     def place_tokens(self, model, record: dict) -> list:
         """Choose and set the backbone's token-selection blocks."""
@@ -214,9 +210,9 @@ class FisherSelectionHook(Hook):
         densities = block_densities(record['layers'])
         blocks = choose_blocks(densities, **self.token_placement)
         backbone.set_keep_layers(blocks)
+        record['token_blocks'] = blocks
         record['token_placement'] = dict(
-            self.token_placement, blocks=list(blocks),
-            keep_rate=backbone.keep_rate,
+            self.token_placement, keep_rate=backbone.keep_rate,
             keep_round=getattr(backbone, 'keep_round', None))
         table = ', '.join(f'{b}: {100 * d:.3f}%'
                           for b, d in densities.items())
@@ -225,7 +221,6 @@ class FisherSelectionHook(Hook):
             f'({self.token_placement.get("mode", "sparse")} placement, '
             f'keep_rate={backbone.keep_rate}); selected-parameter density '
             f'per block: {table}', logger='current')
-        return blocks
 
     # -- checks and reporting -------------------------------------------------
     @staticmethod
