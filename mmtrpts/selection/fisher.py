@@ -6,7 +6,13 @@ for each batch the gradient of the *batch-mean* loss is squared and summed,
 then the sum is divided by the number of batches -- the statistic SPT (ICCV
 2023) also uses.  Gradients come from :func:`torch.autograd.grad`, never
 ``.backward()``: the parameters' ``.grad`` and DDP's reducer stay untouched.
+
+Each parameter's squared gradient is added to its sum by a tensor hook the
+moment autograd produces the gradient; the hook hands autograd back a
+zero-stride zero tensor, so the dense gradients are never all held at once
+(peak: the sums plus one gradient, not the sums plus every gradient).
 """
+from functools import partial
 from typing import Dict
 
 import torch
@@ -40,12 +46,24 @@ class FisherAccumulator:
         if loss.dim() != 0:
             raise ValueError(f'expected a scalar loss, got shape '
                              f'{tuple(loss.shape)}')
-        grads = torch.autograd.grad(
-            loss.float(), list(self.params.values()), allow_unused=True)
-        for (name, _), grad in zip(self.params.items(), grads):
-            if grad is not None:
-                self.sums[name].add_(grad.detach().float().square())
+        handles = [
+            param.register_hook(partial(self._add_square, self.sums[name]))
+            for name, param in self.params.items()
+        ]
+        try:
+            torch.autograd.grad(loss.float(), list(self.params.values()),
+                                allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
         self.num_batches += 1
+
+    @staticmethod
+    def _add_square(total: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Add ``grad**2`` to ``total``; give autograd a free zero back."""
+        grad_fp32 = grad.float()
+        total.addcmul_(grad_fp32, grad_fp32)
+        return grad.new_zeros(()).expand_as(grad)
 
     def scores(self) -> Dict[str, torch.Tensor]:
         """The accumulated sums divided by the number of batches."""

@@ -4,13 +4,17 @@ import os.path as osp
 from typing import Optional
 
 from mmengine.dist import all_gather_object
-from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
+from mmengine.hooks import EMAHook, Hook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 from mmpretrain.utils import get_ori_model
 
-from ...selection.eligibility import FROZEN
+from ...models.utils.sddmm import BACKENDS
+from ...models.utils.sparse_values import (MASKED_PATH, NOTHING_SELECTED,
+                                           SPARSE_VALUE,
+                                           to_sparse_values)
+from ...selection.eligibility import FROZEN, MASKED
 from ...selection.placement import block_densities, choose_blocks
 from ...selection.record import validate_record
 from ...selection.report import format_layer_table
@@ -21,7 +25,8 @@ from ..parameter_selection import (ParameterSelection, base_checkpoint,
 
 
 #: Arguments of the hook itself; every other one configures the selection.
-HOOK_ARGS = ('selection_file', 'token_placement', 'save_plot')
+HOOK_ARGS = ('selection_file', 'token_placement', 'save_plot',
+             'sparse_values', 'sparse_backend')
 _NOT_RESUMED = object()
 
 
@@ -38,6 +43,18 @@ class FisherSelectionHook(Hook):
     checkpoint and the pass is skipped; ``selection_file`` skips it too.
     Under DDP every rank scores its shard, sums are all-reduced, and the
     ranks' selections are compared (a mismatch raises).
+
+    Once armed, the model takes its training form
+    (docs/design/sparse_values.md): every selected ``Linear`` weight and the
+    patch-embedding convolution become sparse-value layers (a parameter of
+    the K selected values; no dense weight gradient is computed), other
+    selected tensors stay on the masked path (dense gradient, gather,
+    scatter), and tensors that train nothing -- frozen by the eligibility
+    rules, converted dense weights, candidates with no selected entry --
+    stop requiring gradients.  Under DDP the model is then wrapped again,
+    so gradient communication is O(trained entries).  An ``EMAHook``'s
+    averaged copy takes the same form.  The log lists the path of every
+    candidate tensor.
 
     Example:
         >>> optim_wrapper = dict(
@@ -65,6 +82,14 @@ class FisherSelectionHook(Hook):
             ``keep_layer_mask`` buffer, so checkpoints carry it.  The Fisher
             pass always runs with token selection off.
         save_plot (bool): Write ``selection_density.png``. Defaults to True.
+        sparse_values (bool): Train Linear-like selected weights through
+            sparse values (default); False keeps every selected tensor on
+            the masked path (dense gradients, as before the sparse-value
+            form existed).
+        sparse_backend (str): Back-end of the value gradients: ``'auto'``
+            (Triton on CUDA where it works, else pure PyTorch),
+            ``'torch'``, ``'triton'`` or ``'reference'`` (dense gradient,
+            then gather; for tests).
         **selection: Settings of :class:`~mmtrpts.engine.ParameterSelection`
             and its rule: ``rule`` (``'trpts'``, ``'gps'``,
             ``'global_topk'``), the rule's options (``target_ratio``,
@@ -79,8 +104,14 @@ class FisherSelectionHook(Hook):
 
     def __init__(self, selection_file: Optional[str] = None,
                  token_placement: Optional[dict] = None,
-                 save_plot: bool = True, **selection):
+                 save_plot: bool = True, sparse_values: bool = True,
+                 sparse_backend: str = 'auto', **selection):
+        if sparse_backend not in BACKENDS:
+            raise ValueError(f'FisherSelectionHook: sparse_backend must be '
+                             f'one of {BACKENDS}, got {sparse_backend!r}')
         self.selection = ParameterSelection(**selection)
+        self.sparse_values = bool(sparse_values)
+        self.sparse_backend = sparse_backend
         self.selection_file = selection_file
         self.token_placement = dict(token_placement or {})
         self.save_plot = save_plot
@@ -134,8 +165,8 @@ class FisherSelectionHook(Hook):
                 wrapper.arm(restored)
             print_log('Selection restored from the checkpoint; the Fisher '
                       'pass is not run again.', logger='current')
-            self._freeze(runner, model, wrapper.roles)
             self._report(runner, model, wrapper, write=False)
+            self._training_form(runner, model, wrapper)
             return
         if self.selection_file is not None:
             if not osp.isfile(self.selection_file):
@@ -159,44 +190,91 @@ class FisherSelectionHook(Hook):
         if self.token_placement:
             self.place_tokens(model, record)
         wrapper.arm(record)
-        self._freeze(runner, model, wrapper.roles)
         self._report(runner, model, wrapper, write=True)
+        self._training_form(runner, model, wrapper)
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         wrapper = runner.optim_wrapper
         if isinstance(wrapper, MaskedUpdateMixin) and wrapper.armed:
             checkpoint['selection'] = wrapper.selection
 
-    @staticmethod
-    def _freeze(runner, model, roles: dict) -> None:
-        """Stop computing and keeping gradients of frozen tensors.
+    def _training_form(self, runner, model, wrapper) -> None:
+        """Sparse values where possible; off what trains nothing; re-wrap.
 
-        Tensors the eligibility rules freeze (norms, ``pos_embed``,
-        ``cls_token`` by default) are outside the optimizer, but with
-        ``requires_grad=True`` autograd would still compute their gradients
-        and accumulate them in ``.grad`` every step.  They are switched off
-        here, once the selection is armed.  Under DDP the wrapper registered
-        them when the runner was built, so the model is wrapped again with
-        the runner's own ``wrap_model``: the new reducer registers (and
-        all-reduces) only the tensors that still require gradients, and
-        the old one, with its hooks, is dropped.
+        Tensors that train nothing keep ``requires_grad=True`` until here
+        (MMEngine builds the optimizer and DDP before any hook runs):
+        autograd would still compute their gradients and DDP all-reduce
+        them.  They are switched off now -- tensors frozen by the
+        eligibility rules, the dense weights of sparse-value layers,
+        candidates with no selected entry.  Under DDP the model is then
+        wrapped again with the runner's own ``wrap_model``: the new reducer
+        registers only the tensors that still require gradients, and the
+        old one, with its hooks, is dropped.
         """
-        frozen = [(n, p) for n, p in model.named_parameters()
-                  if roles.get(n) == FROZEN and p.requires_grad]
-        for _, param in frozen:
+        indices = wrapper.selection['indices']
+        roles = wrapper.roles
+        layers = {}
+        if self.sparse_values:
+            layers = to_sparse_values(model, indices, self.sparse_backend)
+            wrapper.use_sparse_values(layers)
+            for ema in self._ema_models(runner):
+                to_sparse_values(ema, indices, self.sparse_backend)
+        params = dict(model.named_parameters())
+        paths = {}
+        for name, role in roles.items():
+            if role != MASKED or name not in params:
+                continue
+            if name in layers:
+                paths[name] = f'{SPARSE_VALUE} ({layers[name].backend})'
+            elif indices.get(name) is None or not indices[name].numel():
+                paths[name] = NOTHING_SELECTED
+            else:
+                paths[name] = MASKED_PATH
+        off = [(n, p) for n, p in params.items() if p.requires_grad and (
+            roles.get(n) == FROZEN or paths.get(n) == NOTHING_SELECTED)]
+        for _, param in off:
             param.requires_grad_(False)
             param.grad = None
-        message = (f'{len(frozen)} tensors frozen by the eligibility rules '
-                   f'({sum(p.numel() for _, p in frozen):,} entries) no '
-                   'longer compute or keep gradients')
-        if frozen and is_model_wrapper(runner.model):
+        print_log(self._path_table(model, indices, paths), logger='current')
+        trained = [p for p in model.parameters() if p.requires_grad]
+        message = (f'Training form: {len(layers)} sparse-value layers, '
+                   f'{sum(v == MASKED_PATH for v in paths.values())} tensors '
+                   f'on the masked path, {len(off)} more tensors off '
+                   f'({sum(p.numel() for _, p in off):,} entries: frozen by '
+                   'the eligibility rules or nothing selected); '
+                   f'{len(trained)} tensors ({sum(p.numel() for p in trained):,}'
+                   ' entries) compute gradients')
+        if (layers or off) and is_model_wrapper(runner.model):
             wrapper_cfg = copy.deepcopy(runner.cfg.get('model_wrapper_cfg'))
             runner.model = runner.wrap_model(wrapper_cfg, model)
-            registered = sum(p.requires_grad for p in model.parameters())
             message += (f'; the model was wrapped again in '
-                        f'{type(runner.model).__name__}, which now '
-                        f'registers {registered} tensors')
+                        f'{type(runner.model).__name__}, which registers '
+                        'only these')
         print_log(message, logger='current')
+        runner.message_hub.update_info(
+            'grad_elements', sum(p.numel() for p in trained))
+
+    @staticmethod
+    def _ema_models(runner) -> list:
+        """The averaged copies of every ``EMAHook`` (made in before_run)."""
+        return [
+            hook.ema_model.module for hook in runner.hooks
+            if isinstance(hook, EMAHook) and hasattr(hook, 'ema_model')
+        ]
+
+    @staticmethod
+    def _path_table(model, indices: dict, paths: dict) -> str:
+        """One line per candidate tensor: shape, selected entries, path."""
+        shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+        width = max((len(n) for n in paths), default=4)
+        lines = [f'{"tensor":<{width}}  {"shape":<16} {"selected":>9}  path']
+        for name, path in paths.items():
+            count = indices[name].numel() if name in indices else 0
+            lines.append(f'{name:<{width}}  {str(shapes[name]):<16} '
+                         f'{count:>9,}  '
+                         f'{path}')
+        return 'Training path of every candidate tensor:\n' + '\n'.join(
+            lines)
 
     # -- co-selection ------------------------------------------------------
     def place_tokens(self, model, record: dict) -> list:

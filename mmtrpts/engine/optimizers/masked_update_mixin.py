@@ -15,10 +15,18 @@ tensors (biases, head) stay as they are.  Every ``step()`` then
 
 Unselected entries are therefore never touched by weight decay, momentum or
 Adam moments: they stay bit-identical to their pretrained values for every
-optimizer, and optimizer state is O(number of selected entries).  Dense
-gradients are still computed (and all-reduced by DDP); only optimizer state
-and update work shrink.  The logged ``grad_norm`` is the norm over the
-selected entries and fully trained tensors.
+optimizer, and optimizer state is O(number of selected entries).  The
+logged ``grad_norm`` is the norm over the selected entries and fully
+trained tensors.
+
+On this *masked path* dense gradients are still computed (and all-reduced
+by DDP).  :meth:`MaskedUpdateMixin.use_sparse_values` moves the tensors
+whose layers took the sparse-value form
+(:mod:`mmtrpts.models.utils.sparse_values`) off it: the optimizer then holds
+each layer's ``weight_values`` parameter in place of the leaf (same
+position, same optimizer state), autograd produces the K value gradients
+directly, and after every step the values are written into the dense
+weight (docs/design/sparse_values.md).
 """
 import inspect
 from typing import Dict, List, Optional, Tuple
@@ -58,6 +66,7 @@ class MaskedUpdateMixin:
         self._entries: List[Tuple[torch.Tensor, torch.Tensor,
                                   torch.Tensor]] = []
         self.selection: Optional[dict] = None
+        self._sparse_layers: Dict[str, torch.nn.Module] = {}
 
     # -- names -------------------------------------------------------------
     def bind_param_names(self, model: torch.nn.Module) -> None:
@@ -129,7 +138,67 @@ class MaskedUpdateMixin:
         self._entries = entries
         self.selection = selection
 
+    def use_sparse_values(self, layers: Dict[str, torch.nn.Module]) -> None:
+        """Train the given tensors through their layers' sparse values.
+
+        For each armed tensor whose layer now has the sparse-value form,
+        the layer's ``weight_values`` replaces the tensor's leaf in its
+        parameter group, at the same position, and takes over the leaf's
+        optimizer state (restored on resume): the update is the same, only
+        the gradient now comes from autograd instead of a gather.
+
+        Args:
+            layers (dict): Parameter name (the dense weight) -> its
+                sparse-value layer, as returned by
+                :func:`~mmtrpts.models.utils.sparse_values.to_sparse_values`.
+        """
+        if not self.armed:
+            raise RuntimeError('arm the wrapper before use_sparse_values')
+        replaced, kept = {}, []
+        for param, leaf, idx in self._entries:
+            name = self._param_names.get(id(param))
+            layer = layers.get(name)
+            if layer is None:
+                kept.append((param, leaf, idx))
+                continue
+            values = layer.weight_values
+            if values.shape != leaf.shape or not torch.equal(
+                    layer.weight_index.to(idx.device), idx):
+                raise ValueError(
+                    f'the sparse-value layer of {name} holds other entries '
+                    'than the armed selection')
+            with torch.no_grad():
+                values.copy_(leaf.to(values.dtype))
+            replaced[id(leaf)] = values
+            self._sparse_layers[name] = layer
+        missing = set(layers) - set(self._sparse_layers)
+        if missing:
+            raise KeyError(f'no armed tensor for the sparse-value layers of '
+                           f'{sorted(missing)[:5]}')
+        for group in self.optimizer.param_groups:
+            new_params = []
+            for param in group['params']:
+                values = replaced.get(id(param))
+                if values is not None:
+                    state = self.optimizer.state.pop(param, None)
+                    if state is not None:
+                        self.optimizer.state[values] = state
+                    param = values
+                new_params.append(param)
+            group['params'] = new_params
+        self._entries = kept
+
     # -- update ---------------------------------------------------------------
+    def _check_sparse_gradients(self) -> None:
+        for name, layer in self._sparse_layers.items():
+            if layer.weight_values.grad is None:
+                raise RuntimeError(
+                    f'{name} took the sparse-value form but its values got '
+                    'no gradient: something computes with the weight '
+                    'without calling the layer (e.g. a parent module reading '
+                    '.weight); train it on the masked path instead '
+                    '(FisherSelectionHook(sparse_values=False))')
+
     def _gather(self) -> None:
         for param, leaf, idx in self._entries:
             with torch.no_grad():
@@ -146,9 +215,12 @@ class MaskedUpdateMixin:
     def step(self, **kwargs) -> None:
         if not self.armed:
             return super().step(**kwargs)
+        self._check_sparse_gradients()
         self._gather()
         super().step(**kwargs)
         self._scatter()
+        for layer in self._sparse_layers.values():
+            layer.sync_weight()
 
     def zero_grad(self, **kwargs) -> None:
         super().zero_grad(**kwargs)
