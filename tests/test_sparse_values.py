@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import REPO
 
+from mmtrpts.complexity.params import count_parameters
 from mmtrpts.engine.optimizers.masked_optim_wrapper import MaskedOptimWrapper
 from mmtrpts.models.utils.sddmm import (resolve_backend, sddmm_reference,
                                         sddmm_torch)
@@ -168,8 +169,12 @@ def test_conversion_paths_and_errors():
         'patch.weight': torch.tensor([3, 4]),
         'fc.bias': torch.tensor([0])
     }
+    before = count_parameters(model)
     layers = to_sparse_values(model, indices, 'torch')
     assert sorted(layers) == ['fc.weight', 'patch.weight']
+    after = count_parameters(model)  # the values are not counted twice
+    assert after['total'] == before['total']
+    assert after['trainable'] == before['trainable'] - 24 - 48 + 2 + 2
     assert sparse_value_layers(model) == layers
     assert type(model.conv) is nn.Conv2d
     with pytest.raises(RuntimeError, match='fc is already a sparse-value'):

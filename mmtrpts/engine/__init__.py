@@ -1,5 +1,9 @@
 from .hooks import *  # noqa: F401,F403
 from .optimizers import *  # noqa: F401,F403
 from .parameter_selection import ParameterSelection, save_selection
+from .training_form import TrainingForm, apply_training_form
 
-__all__ = ['ParameterSelection', 'save_selection']
+__all__ = [
+    'ParameterSelection', 'TrainingForm', 'apply_training_form',
+    'save_selection'
+]

@@ -11,15 +11,12 @@ from mmpretrain.registry import HOOKS
 from mmpretrain.utils import get_ori_model
 
 from ...models.utils.sddmm import BACKENDS
-from ...models.utils.sparse_values import (MASKED_PATH, NOTHING_SELECTED,
-                                           SPARSE_VALUE,
-                                           to_sparse_values)
-from ...selection.eligibility import FROZEN, MASKED
 from ...selection.placement import block_densities, choose_blocks
 from ...selection.record import validate_record
 from ...selection.report import format_layer_table
 from ..optimizers.masked_update_mixin import MaskedUpdateMixin
 from ...checkpoints.io import load_checkpoint_file
+from ..training_form import apply_training_form
 from ..parameter_selection import (ParameterSelection, base_checkpoint,
                                    check_base_checkpoint, save_selection)
 
@@ -211,48 +208,22 @@ class FisherSelectionHook(Hook):
         registers only the tensors that still require gradients, and the
         old one, with its hooks, is dropped.
         """
-        indices = wrapper.selection['indices']
-        roles = wrapper.roles
-        layers = {}
-        if self.sparse_values:
-            layers = to_sparse_values(model, indices, self.sparse_backend)
-            wrapper.use_sparse_values(layers)
-            for ema in self._ema_models(runner):
-                to_sparse_values(ema, indices, self.sparse_backend)
-        params = dict(model.named_parameters())
-        paths = {}
-        for name, role in roles.items():
-            if role != MASKED or name not in params:
-                continue
-            if name in layers:
-                paths[name] = f'{SPARSE_VALUE} ({layers[name].backend})'
-            elif indices.get(name) is None or not indices[name].numel():
-                paths[name] = NOTHING_SELECTED
-            else:
-                paths[name] = MASKED_PATH
-        off = [(n, p) for n, p in params.items() if p.requires_grad and (
-            roles.get(n) == FROZEN or paths.get(n) == NOTHING_SELECTED)]
-        for _, param in off:
-            param.requires_grad_(False)
-            param.grad = None
-        print_log(self._path_table(model, indices, paths), logger='current')
-        trained = [p for p in model.parameters() if p.requires_grad]
-        message = (f'Training form: {len(layers)} sparse-value layers, '
-                   f'{sum(v == MASKED_PATH for v in paths.values())} tensors '
-                   f'on the masked path, {len(off)} more tensors off '
-                   f'({sum(p.numel() for _, p in off):,} entries: frozen by '
-                   'the eligibility rules or nothing selected); '
-                   f'{len(trained)} tensors ({sum(p.numel() for p in trained):,}'
-                   ' entries) compute gradients')
-        if (layers or off) and is_model_wrapper(runner.model):
+        form = apply_training_form(
+            model, wrapper, self.sparse_values, self.sparse_backend,
+            ema_models=self._ema_models(runner))
+        print_log(form.path_table(model, wrapper.selection['indices']),
+                  logger='current')
+        message = form.summary(model)
+        if (form.layers or form.switched_off) and \
+                is_model_wrapper(runner.model):
             wrapper_cfg = copy.deepcopy(runner.cfg.get('model_wrapper_cfg'))
             runner.model = runner.wrap_model(wrapper_cfg, model)
             message += (f'; the model was wrapped again in '
                         f'{type(runner.model).__name__}, which registers '
                         'only these')
         print_log(message, logger='current')
-        runner.message_hub.update_info(
-            'grad_elements', sum(p.numel() for p in trained))
+        runner.message_hub.update_info('grad_elements',
+                                       form.gradient_elements(model))
 
     @staticmethod
     def _ema_models(runner) -> list:
@@ -261,20 +232,6 @@ class FisherSelectionHook(Hook):
             hook.ema_model.module for hook in runner.hooks
             if isinstance(hook, EMAHook) and hasattr(hook, 'ema_model')
         ]
-
-    @staticmethod
-    def _path_table(model, indices: dict, paths: dict) -> str:
-        """One line per candidate tensor: shape, selected entries, path."""
-        shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
-        width = max((len(n) for n in paths), default=4)
-        lines = [f'{"tensor":<{width}}  {"shape":<16} {"selected":>9}  path']
-        for name, path in paths.items():
-            count = indices[name].numel() if name in indices else 0
-            lines.append(f'{name:<{width}}  {str(shapes[name]):<16} '
-                         f'{count:>9,}  '
-                         f'{path}')
-        return 'Training path of every candidate tensor:\n' + '\n'.join(
-            lines)
 
     # -- co-selection ------------------------------------------------------
     def place_tokens(self, model, record: dict) -> list:
