@@ -43,6 +43,7 @@ def test_resume_without_optimizer_state_restores_selection_and_placement(
     assert 'resumed epoch: 2' in log
     assert 'Selection restored from the checkpoint' in log
     assert 'Fisher pass:' not in log and 'Token selection placed' not in log
+    assert 'Training form: 9 sparse-value layers' in log  # from the record
     epoch2 = torch.load(osp.join(work, 'epoch_3.pth'), weights_only=False)
     assert epoch2['selection']['checksum'] == selection['checksum']
     mask = 'backbone.keep_layer_mask'
@@ -182,6 +183,12 @@ def test_frozen_tensors_compute_and_keep_no_gradient(
     params = dict(runner.model.named_parameters())
     for name in frozen:
         assert params[name].grad is None and not params[name].requires_grad
+    # Sparse-value layers: the values train, the dense weight keeps no grad.
+    qkv = 'backbone.layers.0.attn.qkv.weight'
+    assert not params[qkv].requires_grad and params[qkv].grad is None
+    assert params[f'{qkv[:-len("weight")]}weight_values'].requires_grad
+    assert all(p.grad is None for p in params.values()
+               if not p.requires_grad)
     assert params['head.fc.weight'].requires_grad  # trained tensors do
     base = torch.load(pretrained)['state_dict']
     assert torch.equal(params['backbone.pos_embed'].detach(),

@@ -95,6 +95,8 @@ def test_train_then_resume_keeps_unselected_entries_exact(
     assert 'resumed epoch: 2' in log
     assert 'Selection restored from the checkpoint' in log
     assert 'Fisher pass:' not in log
+    # the optimizer state moved from the re-armed leaves onto the values
+    assert 'Training form: 9 sparse-value layers' in log
     epoch3 = torch.load(osp.join(work, 'epoch_3.pth'), weights_only=False)
     assert epoch3['selection']['checksum'] == selection['checksum']
     _assert_only_selection_changed(epoch3['state_dict'], base, selection)
