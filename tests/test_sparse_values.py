@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import REPO
 
+from mmtrpts.complexity.flops import count_flops
 from mmtrpts.complexity.params import count_parameters
 from mmtrpts.engine.optimizers.masked_optim_wrapper import MaskedOptimWrapper
 from mmtrpts.models.utils.sddmm import (resolve_backend, sddmm_reference,
@@ -184,6 +185,23 @@ def test_conversion_paths_and_errors():
     with pytest.raises(IndexError, match=r'out of range for a weight of '
                        r'shape \(2, 2\)'):
         SparseValueLinear(nn.Linear(2, 2), torch.tensor([4]))
+
+
+def test_flops_of_a_converted_vit_equal_the_dense_vits():
+    from mmpretrain.models import ImageClassifier  # noqa: F401
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='VisionTransformer', img_size=32, patch_size=8,
+                      arch=dict(embed_dims=32, num_layers=2, num_heads=2,
+                                feedforward_channels=64)),
+        neck=None,
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
+    dense = count_flops(model, (3, 32, 32))
+    indices = {n: torch.tensor([0, 1]) for n, p in model.named_parameters()
+               if n.startswith('backbone') and p.dim() > 1}
+    assert len(to_sparse_values(model, indices, 'torch')) == 9
+    assert count_flops(model, (3, 32, 32)) == dense > 0
 
 
 # -- the optimizer: sparse values against the masked path ------------------

@@ -71,6 +71,10 @@ def count_flops(model: torch.nn.Module,
 
     Returns:
         int: FLOPs per image.
+
+    The model is traced in ``eval()`` mode without autograd, as inference
+    runs (a sparse-value layer then runs as its plain dense layer, which the
+    tracer counts).
     """
     if inputs is None:
         inputs = torch.zeros(1, *input_shape)
@@ -80,7 +84,8 @@ def count_flops(model: torch.nn.Module,
     was_training = model.training
     model.eval()
     try:
-        total = build_flop_analyzer(model, inputs, backbone_only).total()
+        with torch.no_grad():
+            total = build_flop_analyzer(model, inputs, backbone_only).total()
     finally:
         model.train(was_training)
     return total // inputs.shape[0]
