@@ -14,6 +14,7 @@ from conftest import REPO
 from mmtrpts.complexity.flops import count_flops
 from mmtrpts.complexity.params import count_parameters
 from mmtrpts.engine.optimizers.masked_optim_wrapper import MaskedOptimWrapper
+from mmtrpts.models.utils import sddmm as sddmm_module
 from mmtrpts.models.utils.sddmm import (resolve_backend, sddmm_reference,
                                         sddmm_torch)
 from mmtrpts.models.utils.sparse_values import (SparseValueLinear,
@@ -29,13 +30,19 @@ def _pairs(out_features, in_features, count, seed=0):
     return flat, flat // in_features, flat % in_features
 
 
-@pytest.mark.parametrize('chunk', [7, 10_000_000])
-def test_torch_backend_matches_dense_gradient_at_selected_pairs(chunk):
+@pytest.mark.parametrize('pairs', [20, 200], ids=['columns', 'rows'])
+@pytest.mark.parametrize('small_chunks', [True, False])
+def test_torch_backend_matches_dense_gradient_at_selected_pairs(
+        pairs, small_chunks, monkeypatch):
+    # 20 pairs <= out + in: the column layout; 200: the transposed rows.
+    if small_chunks:  # many chunks, and a last partial one
+        monkeypatch.setattr(sddmm_module, 'ROW_CHUNK_ELEMENTS', 40)
+        monkeypatch.setattr(sddmm_module, 'COLUMN_CHUNK_ELEMENTS', 50)
     torch.manual_seed(0)
     grad, inputs = torch.randn(37, 23), torch.randn(37, 11)
-    _, rows, cols = _pairs(23, 11, 50)
+    _, rows, cols = _pairs(23, 11, pairs)
     expected = (grad.double().t() @ inputs.double())[rows, cols]
-    for got in (sddmm_torch(grad, inputs, rows, cols, chunk_elements=chunk),
+    for got in (sddmm_torch(grad, inputs, rows, cols),
                 sddmm_reference(grad, inputs, rows, cols)):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got.double(), expected, rtol=1e-5,
@@ -99,8 +106,11 @@ def _layer_pair(kind, count=30):
 
 @pytest.mark.parametrize('kind', ['linear', 'patch_conv'])
 @pytest.mark.parametrize('backend', ['torch', 'reference'])
-def test_layer_gradients_match_the_dense_layer(kind, backend):
-    dense, layer, inputs, flat = _layer_pair(kind)
+@pytest.mark.parametrize('count', [4, 200])
+def test_layer_gradients_match_the_dense_layer(kind, backend, count):
+    dense, layer, inputs, flat = _layer_pair(kind, count)
+    # 4 entries use at most 4 input columns: only those are saved.
+    assert layer.compact_input == (count == 4)
     layer.backend = backend
     assert isinstance(layer, type(dense))
     out_dense = dense(inputs)

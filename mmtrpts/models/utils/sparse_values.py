@@ -12,7 +12,8 @@ the ordinary dense layer; the backward computes the input gradient as
 usual and the K value gradients as a sampled product (:mod:`.sddmm`), never
 a dense weight gradient (docs/design/sparse_values.md).
 
-The selected flat indices are a non-persistent buffer ``weight_index``;
+The selected flat indices are a non-persistent buffer ``weight_index``
+(with their rows and columns beside it);
 ``state_dict()`` holds exactly the keys of the dense layer (``weight`` with
 the values written in, ``bias``), and ``load_state_dict()`` of such a dict
 refreshes the values from the loaded weight, so checkpoints, ``load_from``,
@@ -23,7 +24,7 @@ Example:
     >>> layers['backbone.layers.0.attn.qkv.weight'].weight_values.shape
     torch.Size([2304])
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -32,6 +33,9 @@ import torch.nn.functional as F
 from .sddmm import resolve_backend, sddmm
 
 _VALUES, _INDEX = 'weight_values', 'weight_index'
+#: Save only the selected input columns for the value gradients when they
+#: are at most this share of the input features (e.g. fc2 of TR-PTS).
+SAVE_COLUMNS_BELOW = 0.75
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -94,11 +98,14 @@ class _SparseValueFunction(torch.autograd.Function):
     weight already holds the values.  ``op`` is :class:`_LinearOp` or
     :class:`_PatchConvOp`.  Under autocast the layer runs in the autocast
     dtype (as the dense layer would) and saves its operands in it; value
-    and bias gradients are accumulated in fp32.
+    and bias gradients are accumulated in fp32.  With ``saved_columns``
+    only those input columns are saved for the value gradients (``cols``
+    then index into them) instead of the whole input.
     """
 
     @staticmethod
-    def forward(ctx, inputs, weight, bias, values, rows, cols, backend, op):
+    def forward(ctx, inputs, weight, bias, values, rows, cols, saved_columns,
+                backend, op):
         dtype = _compute_dtype(inputs)
         inputs_c = inputs.to(dtype)
         weight_c = weight.to(dtype)
@@ -106,8 +113,13 @@ class _SparseValueFunction(torch.autograd.Function):
         with torch.autocast(inputs.device.type, enabled=False):
             out = op.forward(inputs_c, weight_c, bias_c)
         needs_input, _, _, needs_values = ctx.needs_input_grad[:4]
-        ctx.save_for_backward(inputs_c if needs_values else None,
-                              weight_c if needs_input else None, rows, cols)
+        saved = None
+        if needs_values:
+            saved = inputs_c if saved_columns is None else op.input_rows(
+                inputs_c, weight.shape).index_select(1, saved_columns)
+        ctx.save_for_backward(saved, weight_c if needs_input else None, rows,
+                              cols)
+        ctx.compact = saved_columns is not None
         ctx.op, ctx.backend = op, backend
         ctx.input_shape, ctx.input_dtype = inputs.shape, inputs.dtype
         ctx.weight_shape = weight.shape
@@ -117,7 +129,7 @@ class _SparseValueFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        inputs_c, weight_c, rows, cols = ctx.saved_tensors
+        saved, weight_c, rows, cols = ctx.saved_tensors
         needs_input, _, needs_bias, needs_values = ctx.needs_input_grad[:4]
         op = ctx.op
         grad_input = grad_bias = grad_values = None
@@ -129,11 +141,12 @@ class _SparseValueFunction(torch.autograd.Function):
         if needs_bias:
             grad_bias = grad_rows.float().sum(0).to(ctx.bias_dtype)
         if needs_values:
-            grad_values = sddmm(grad_rows,
-                                op.input_rows(inputs_c, ctx.weight_shape),
-                                rows, cols, ctx.backend).to(ctx.values_dtype)
+            input_rows = saved if ctx.compact else op.input_rows(
+                saved, ctx.weight_shape)
+            grad_values = sddmm(grad_rows, input_rows, rows, cols,
+                                ctx.backend).to(ctx.values_dtype)
         return (grad_input, None, grad_bias, grad_values, None, None, None,
-                None)
+                None, None)
 
 
 def _state_dict_post_hook(module, state_dict, prefix, local_metadata):
@@ -176,6 +189,18 @@ class SparseValueMixin:
             raise ValueError('selected indices must be unique')
         self.backend = resolve_backend(backend, weight.device)
         self.register_buffer(_INDEX, flat_index, persistent=False)
+        columns = weight[0].numel()
+        cols = flat_index % columns
+        self.register_buffer('weight_rows', torch.div(
+            flat_index, columns, rounding_mode='floor'), persistent=False)
+        # The value gradients read only the selected columns of the input:
+        # save just those when that saves a quarter of the input or more.
+        used, compact = torch.unique(cols, return_inverse=True)
+        self.compact_input = used.numel() <= SAVE_COLUMNS_BELOW * columns
+        self.register_buffer('weight_cols', compact if self.compact_input
+                             else cols, persistent=False)
+        self.register_buffer('saved_columns', used if self.compact_input
+                             else None, persistent=False)
         values = weight.detach().view(-1)[flat_index].clone()
         self.weight_values = nn.Parameter(values,
                                           requires_grad=weight.requires_grad)
@@ -184,12 +209,6 @@ class SparseValueMixin:
         self._synced_version = self.weight_values._version
         self.register_state_dict_post_hook(_state_dict_post_hook)
         self.register_load_state_dict_pre_hook(_load_state_dict_pre_hook)
-
-    def rows_and_cols(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Row (output feature) and column of every selected entry."""
-        columns = self.weight[0].numel()
-        return (torch.div(self.weight_index, columns, rounding_mode='floor'),
-                self.weight_index % columns)
 
     @torch.no_grad()
     def sync_weight(self) -> bool:
@@ -214,10 +233,11 @@ class SparseValueMixin:
                 'gradients; train weight_values instead')
         if not (torch.is_grad_enabled() and self.weight_values.requires_grad):
             return dense_forward(inputs)
-        rows, cols = self.rows_and_cols()
         return _SparseValueFunction.apply(inputs, self.weight, self.bias,
-                                          self.weight_values, rows, cols,
-                                          self.backend, self._op)
+                                          self.weight_values,
+                                          self.weight_rows, self.weight_cols,
+                                          self.saved_columns, self.backend,
+                                          self._op)
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, '
