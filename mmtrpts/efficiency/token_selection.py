@@ -112,7 +112,8 @@ def default_settings(keep_layers: Sequence[int] = (3, 6, 9)
 # -- models -------------------------------------------------------------------
 def build_classifier(backbone: dict, arch='b', img_size: int = 224,
                      patch_size: int = 16, num_classes: int = 1000,
-                     device: str = 'cpu', seed: int = 0) -> nn.Module:
+                     device: str = 'cpu', seed: int = 0,
+                     wrap: Optional[dict] = None) -> nn.Module:
     """An ``ImageClassifier`` with ``backbone``, randomly initialised.
 
     Args:
@@ -123,6 +124,9 @@ def build_classifier(backbone: dict, arch='b', img_size: int = 224,
         num_classes (int): Classes of the linear head.
         device (str): Where to put the model.
         seed (int): Seed of the random initialisation.
+        wrap (dict, optional): A backbone wrapper config (e.g.
+            ``dict(type='LoRAModel', rank=8, targets=[dict(type='qkv')])``)
+            that gets the backbone config as its ``module``.
 
     Returns:
         nn.Module: The classifier, in eval mode.
@@ -135,18 +139,19 @@ def build_classifier(backbone: dict, arch='b', img_size: int = 224,
     init_default_scope('mmpretrain')
     dims = (arch['embed_dims'] if isinstance(arch, dict) else
             VisionTransformer.arch_zoo[arch]['embed_dims'])
-    cfg = dict(type='ImageClassifier',
-               backbone=dict(arch=arch, img_size=img_size,
-                             patch_size=patch_size, drop_path_rate=0.,
-                             **backbone),
+    backbone_cfg = dict(arch=arch, img_size=img_size, patch_size=patch_size,
+                        drop_path_rate=0., **backbone)
+    if wrap is not None:
+        backbone_cfg = dict(wrap, module=backbone_cfg)
+    cfg = dict(type='ImageClassifier', backbone=backbone_cfg,
                head=dict(type='LinearClsHead', num_classes=num_classes,
                          in_channels=dims))
     torch.manual_seed(seed)
-    model = MODELS.build(cfg)
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.WARNING)  # one INFO message per parameter
     try:
+        model = MODELS.build(cfg)
         model.init_weights()
     finally:
         logger.setLevel(level)
@@ -155,18 +160,55 @@ def build_classifier(backbone: dict, arch='b', img_size: int = 224,
     return model
 
 
-def copy_weights(source: nn.Module, target: nn.Module) -> None:
+#: Module names that wrappers insert between a ViT and its layers
+#: (mmpretrain's ``LoRAModel.module``, ``LoRALinear.original_layer``).
+WRAPPER_SEGMENTS = ('module', 'original_layer')
+
+
+def copy_weights(source: nn.Module, target: nn.Module,
+                 new_ok: bool = False) -> List[str]:
     """Give ``target`` the weights of ``source`` (a dense classifier).
 
-    Only the selection buffer ``keep_layer_mask`` of a ``TokenKeepFuseViT``
-    may be missing from ``source``; anything else is an error.
+    Args:
+        source (nn.Module): The dense classifier.
+        target (nn.Module): A classifier with the same ViT.
+        new_ok (bool): ``target`` may hold tensors that ``source`` lacks
+            (LoRA / adapter / RLRR / SPT modules: they keep their own
+            init); names are matched with the :data:`WRAPPER_SEGMENTS`
+            left out.  Every tensor of ``source`` must still find its
+            place.  False: only the selection buffer ``keep_layer_mask`` of
+            a ``TokenKeepFuseViT`` may be missing; anything else is an
+            error.
+
+    Returns:
+        list: The tensors of ``target`` that kept their own values.
     """
+    if new_ok:
+        weights = source.state_dict()
+        used, new = set(), []
+        tensors = list(target.named_parameters()) + list(
+            target.named_buffers())
+        with torch.no_grad():
+            for name, tensor in tensors:
+                key = '.'.join(part for part in name.split('.')
+                               if part not in WRAPPER_SEGMENTS)
+                if key in weights:
+                    tensor.copy_(weights[key])
+                    used.add(key)
+                else:
+                    new.append(name)
+        unused = sorted(set(weights) - used)
+        if unused:
+            raise RuntimeError(f'weights of the source without a place in '
+                               f'the target: {unused[:5]}')
+        return new
     result = target.load_state_dict(source.state_dict(), strict=False)
     missing = [k for k in result.missing_keys
                if not k.endswith('keep_layer_mask')]
     if missing or result.unexpected_keys:
         raise RuntimeError(f'weights do not match: missing {missing}, '
                            f'unexpected {result.unexpected_keys}')
+    return list(result.missing_keys)
 
 
 def token_schedule(model: nn.Module, inputs: torch.Tensor) -> List[int]:
@@ -193,7 +235,10 @@ def token_schedule(model: nn.Module, inputs: torch.Tensor) -> List[int]:
             store.append(int(args[0].shape[1]))
         return hook
 
-    layers = list(model.backbone.layers)
+    backbone = model.backbone
+    if isinstance(getattr(backbone, 'module', None), nn.Module):
+        backbone = backbone.module  # a wrapper such as LoRAModel
+    layers = list(backbone.layers)
     handles = [layers[0].ln1.register_forward_pre_hook(recorder(first))]
     handles += [layer.ln2.register_forward_pre_hook(recorder(counts))
                 for layer in layers]
