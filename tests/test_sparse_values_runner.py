@@ -14,6 +14,7 @@ DIST_TRAIN = osp.join(REPO, 'tools', 'dist_train.sh')
 # (a counting comm hook registered on the wrapper the run trains with),
 # what requires gradients and which frozen tensor holds a .grad.
 CHECK_HOOK = '''
+import gc
 import json
 import os.path as osp
 
@@ -21,6 +22,7 @@ import torch.distributed as dist
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
+from torch.nn.parallel import DistributedDataParallel
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import \\
     allreduce_hook
 
@@ -47,7 +49,11 @@ class GradientTrafficCheckHook(Hook):
             else runner.model
         params = dict(model.named_parameters())
         rank = dist.get_rank() if dist.is_initialized() else 0
+        gc.collect()
         result = dict(
+            # the wrapper built with the runner is gone, reducer and all
+            ddp_wrappers=sum(isinstance(o, DistributedDataParallel)
+                             for o in gc.get_objects()),
             communicated=self.state['elements'],
             trainable=sum(p.numel() for p in params.values()
                           if p.requires_grad),
@@ -88,6 +94,7 @@ custom_imports = dict(imports=['mmtrpts', 'traffic_check'],
     for rank in (0, 1):
         check = json.loads((work / f'check_{rank}.json').read_text())
         assert check['frozen_with_grad'] == []
+        assert check['ddp_wrappers'] == 1
         assert len(check['values']) == 9  # 8 block matrices + patch embed
         # every trained entry, and nothing else, is all-reduced
         assert check['communicated'] == check['trainable'] == \
