@@ -25,8 +25,8 @@ from mmtrpts.models.utils.sparse_values import (SparseValueLinear,
 
 def _pairs(out_features, in_features, count, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    flat = torch.randperm(out_features * in_features,
-                          generator=generator)[:count]
+    flat = torch.randperm(
+        out_features * in_features, generator=generator)[:count]
     return flat, flat // in_features, flat % in_features
 
 
@@ -42,11 +42,11 @@ def test_torch_backend_matches_dense_gradient_at_selected_pairs(
     grad, inputs = torch.randn(37, 23), torch.randn(37, 11)
     _, rows, cols = _pairs(23, 11, pairs)
     expected = (grad.double().t() @ inputs.double())[rows, cols]
-    for got in (sddmm_torch(grad, inputs, rows, cols),
-                sddmm_reference(grad, inputs, rows, cols)):
+    for got in (sddmm_torch(grad, inputs, rows,
+                            cols), sddmm_reference(grad, inputs, rows, cols)):
         assert got.dtype == torch.float32
-        torch.testing.assert_close(got.double(), expected, rtol=1e-5,
-                                   atol=1e-5)
+        torch.testing.assert_close(
+            got.double(), expected, rtol=1e-5, atol=1e-5)
     # fp32 accumulation of bf16 operands: the products are summed in fp32.
     bf16 = sddmm_torch(grad.bfloat16(), inputs.bfloat16(), rows, cols)
     exact = sddmm_reference(grad.bfloat16(), inputs.bfloat16(), rows, cols)
@@ -58,8 +58,10 @@ def test_backend_names_are_checked():
     assert resolve_backend('auto', torch.device('cpu')) == 'torch'
     with pytest.raises(ValueError, match="unknown sparse-value back-end 'x'"):
         resolve_backend('x', torch.device('cpu'))
-    with pytest.raises(RuntimeError, match="backend='triton' cannot run on "
-                       'cpu: Triton back-end runs on CUDA tensors only'):
+    with pytest.raises(
+            RuntimeError,
+            match="backend='triton' cannot run on "
+            'cpu: Triton back-end runs on CUDA tensors only'):
         resolve_backend('triton', torch.device('cpu'))
 
 
@@ -81,10 +83,15 @@ def test_triton_kernel_in_interpreter_mode_matches_reference():
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
         print('ok')
     """)
-    proc = subprocess.run([sys.executable, '-c', script], cwd=REPO,
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, TRITON_INTERPRET='1',
-                                   PYTHONWARNINGS='ignore'))
+    proc = subprocess.run([sys.executable, '-c', script],
+                          cwd=REPO,
+                          capture_output=True,
+                          text=True,
+                          timeout=300,
+                          env=dict(
+                              os.environ,
+                              TRITON_INTERPRET='1',
+                              PYTHONWARNINGS='ignore'))
     assert proc.returncode == 0 and 'ok' in proc.stdout, proc.stderr[-3000:]
 
 
@@ -96,8 +103,7 @@ def _layer_pair(kind, count=30):
     else:
         dense = nn.Conv2d(3, 8, kernel_size=4, stride=4)
         inputs = torch.randn(2, 3, 8, 12, requires_grad=True)
-    flat, _, _ = _pairs(dense.weight.shape[0], dense.weight[0].numel(),
-                        count)
+    flat, _, _ = _pairs(dense.weight.shape[0], dense.weight[0].numel(), count)
     layer_type = SparseValueLinear if kind == 'linear' else \
         SparseValuePatchConv2d
     return dense, layer_type(copy.deepcopy(dense), flat, 'torch'), inputs, \
@@ -143,9 +149,9 @@ def test_layer_under_cpu_autocast_accumulates_in_fp32(dtype):
     assert layer.weight_values.grad.dtype == torch.float32
     torch.testing.assert_close(x.grad, inputs.grad)
     # the reference: fp32 sum of the products of the autocast operands
-    expected = sddmm_reference(grad.reshape(-1, 20),
-                               inputs.detach().to(dtype).reshape(-1, 12),
-                               flat // 12, flat % 12)
+    expected = sddmm_reference(
+        grad.reshape(-1, 20),
+        inputs.detach().to(dtype).reshape(-1, 12), flat // 12, flat % 12)
     torch.testing.assert_close(layer.weight_values.grad, expected)
 
 
@@ -192,24 +198,35 @@ def test_conversion_paths_and_errors():
         to_sparse_values(model, {'fc.weight': torch.tensor([1])})
     with pytest.raises(ValueError, match='indices must be unique'):
         SparseValueLinear(nn.Linear(2, 2), torch.tensor([1, 1]))
-    with pytest.raises(IndexError, match=r'out of range for a weight of '
-                       r'shape \(2, 2\)'):
+    with pytest.raises(
+            IndexError, match=r'out of range for a weight of '
+            r'shape \(2, 2\)'):
         SparseValueLinear(nn.Linear(2, 2), torch.tensor([4]))
 
 
 def test_flops_of_a_converted_vit_equal_the_dense_vits():
     from mmpretrain.models import ImageClassifier  # noqa: F401
     from mmpretrain.registry import MODELS
-    model = MODELS.build(dict(
-        type='ImageClassifier',
-        backbone=dict(type='VisionTransformer', img_size=32, patch_size=8,
-                      arch=dict(embed_dims=32, num_layers=2, num_heads=2,
-                                feedforward_channels=64)),
-        neck=None,
-        head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
+    model = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(
+                type='VisionTransformer',
+                img_size=32,
+                patch_size=8,
+                arch=dict(
+                    embed_dims=32,
+                    num_layers=2,
+                    num_heads=2,
+                    feedforward_channels=64)),
+            neck=None,
+            head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
     dense = count_flops(model, (3, 32, 32))
-    indices = {n: torch.tensor([0, 1]) for n, p in model.named_parameters()
-               if n.startswith('backbone') and p.dim() > 1}
+    indices = {
+        n: torch.tensor([0, 1])
+        for n, p in model.named_parameters()
+        if n.startswith('backbone') and p.dim() > 1
+    }
     assert len(to_sparse_values(model, indices, 'torch')) == 9
     assert count_flops(model, (3, 32, 32)) == dense > 0
 
@@ -217,9 +234,9 @@ def test_flops_of_a_converted_vit_equal_the_dense_vits():
 # -- the optimizer: sparse values against the masked path ------------------
 def _model():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 2, stride=2), nn.Flatten(2),
-                         _Transpose(), nn.Linear(8, 16), nn.GELU(),
-                         nn.Linear(16, 5))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 2, stride=2), nn.Flatten(2), _Transpose(),
+        nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 5))
 
 
 class _Transpose(nn.Module):
@@ -232,17 +249,21 @@ def _selection(model, count=6):
     indices = {}
     for i, (name, param) in enumerate(model.named_parameters()):
         if name.endswith('weight'):
-            indices[name] = _pairs(param.shape[0], param[0].numel(), count,
-                                   seed=i)[0]
+            indices[name] = _pairs(
+                param.shape[0], param[0].numel(), count, seed=i)[0]
     full = [n for n in indices if n.startswith('5.')] + \
         [n for n, _ in model.named_parameters() if n.endswith('bias')]
-    return dict(indices={n: i for n, i in indices.items()
-                         if not n.startswith('5.')}, full=full)
+    return dict(
+        indices={
+            n: i
+            for n, i in indices.items() if not n.startswith('5.')
+        },
+        full=full)
 
 
 def _wrapper(model, optimizer, selection, sparse, **kwargs):
-    wrapper = MaskedOptimWrapper(optimizer=optimizer(model.parameters()),
-                                 **kwargs)
+    wrapper = MaskedOptimWrapper(
+        optimizer=optimizer(model.parameters()), **kwargs)
     wrapper.bind_param_names(model)
     wrapper.arm(selection)
     if sparse:
@@ -260,30 +281,31 @@ def _train(model, wrapper, steps, seed=3):
         wrapper.update_params(loss)
 
 
-@pytest.mark.parametrize('optimizer,kwargs', [
-    (lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1), {}),
-    (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
-     dict(clip_grad=dict(max_norm=0.05), accumulative_counts=2)),
-], ids=['adamw-wd', 'sgd-momentum-clip-accumulate'])
+@pytest.mark.parametrize(
+    'optimizer,kwargs', [
+        (lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1), {}),
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+         dict(clip_grad=dict(max_norm=0.05), accumulative_counts=2)),
+    ],
+    ids=['adamw-wd', 'sgd-momentum-clip-accumulate'])
 def test_sparse_values_follow_the_masked_path(optimizer, kwargs):
     base = _model()
     selection = _selection(base)
     masked, sparse = copy.deepcopy(base), copy.deepcopy(base)
     masked_wrapper = _wrapper(masked, optimizer, selection, None, **kwargs)
-    sparse_wrapper = _wrapper(sparse, optimizer, selection, 'torch',
-                              **kwargs)
+    sparse_wrapper = _wrapper(sparse, optimizer, selection, 'torch', **kwargs)
     assert sparse_wrapper.num_updated() == masked_wrapper.num_updated()
     _train(masked, masked_wrapper, 6)
     _train(sparse, sparse_wrapper, 6)
     before = base.state_dict()
     for name, value in sparse.state_dict().items():
-        torch.testing.assert_close(value, masked.state_dict()[name],
-                                   rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            value, masked.state_dict()[name], rtol=1e-5, atol=1e-6, msg=name)
         if name in selection['indices']:
             keep = torch.ones(value.numel(), dtype=torch.bool)
             keep[selection['indices'][name]] = False
-            assert torch.equal(value.view(-1)[keep],
-                               before[name].view(-1)[keep]), name
+            assert torch.equal(
+                value.view(-1)[keep], before[name].view(-1)[keep]), name
             assert not torch.equal(value, before[name]), name
 
 
@@ -307,8 +329,9 @@ def test_state_moves_from_leaves_to_values_and_resume_is_exact():
     assert wrapper.armed and len(wrapper.optimizer.state) > 0
     wrapper.use_sparse_values(
         to_sparse_values(resumed, selection['indices'], 'reference'))
-    assert all(layer.weight_values in wrapper.optimizer.state
-               for layer in sparse_value_layers(resumed).values())
+    assert all(
+        layer.weight_values in wrapper.optimizer.state
+        for layer in sparse_value_layers(resumed).values())
     _train(resumed, wrapper, 3, seed=4)
     for name, value in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
@@ -316,12 +339,14 @@ def test_state_moves_from_leaves_to_values_and_resume_is_exact():
 
 def test_a_bypassed_sparse_value_layer_fails_loudly():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
-    selection = dict(indices={'0.weight': torch.tensor([0, 3])},
-                     full=['1.weight'])
-    wrapper = _wrapper(model, lambda p: torch.optim.SGD(p, lr=0.1),
-                       selection, 'torch')
+    selection = dict(
+        indices={'0.weight': torch.tensor([0, 3])}, full=['1.weight'])
+    wrapper = _wrapper(model, lambda p: torch.optim.SGD(p, lr=0.1), selection,
+                       'torch')
     loss = F.linear(torch.randn(3, 4), model[0].weight).sum() + \
         model[1](torch.randn(3, 4)).sum()
-    with pytest.raises(RuntimeError, match=r'0\.weight took the sparse-value '
-                       'form but its values got no gradient'):
+    with pytest.raises(
+            RuntimeError,
+            match=r'0\.weight took the sparse-value '
+            'form but its values got no gradient'):
         wrapper.update_params(loss)

@@ -75,22 +75,32 @@ def test_ddp_communicates_only_trained_entries(tmp_path, mini_vtab,
     hook = ("dict(type='FisherSelectionHook', target_ratio=0.1, "
             "batch_size=8, progress=False), "
             "dict(type='GradientTrafficCheckHook')")
-    config = _config(tmp_path, mini_vtab, pretrained, ADAMW, hook, extra="""
+    config = _config(
+        tmp_path,
+        mini_vtab,
+        pretrained,
+        ADAMW,
+        hook,
+        extra="""
 custom_imports = dict(imports=['mmtrpts', 'traffic_check'],
                       allow_failed_imports=False)
 """)
     work = tmp_path / 'work'
     proc = run_tool(['bash', DIST_TRAIN, config, '2', '--work-dir',
                      str(work)],
-                    env_extra=dict(PORT='29541', PYTHON=PYTHON,
-                                   PYTHONPATH=f'{tmp_path}:{REPO}'))
+                    env_extra=dict(
+                        PORT='29541',
+                        PYTHON=PYTHON,
+                        PYTHONPATH=f'{tmp_path}:{REPO}'))
     assert_ok(proc)
     log = _log(proc)
-    assert re.search(r'Training form: 9 sparse-value layers, 0 tensors on '
-                     r'the masked path', log), log[-3000:]
+    assert re.search(
+        r'Training form: 9 sparse-value layers, 0 tensors on '
+        r'the masked path', log), log[-3000:]
     assert 'wrapped again in MMDistributedDataParallel' in log
-    assert re.search(r'layers\.0\.attn\.qkv\.weight\s+\(96, 32\)\s+\d+\s+'
-                     r'sparse-value \(torch\)', log)
+    assert re.search(
+        r'layers\.0\.attn\.qkv\.weight\s+\(96, 32\)\s+\d+\s+'
+        r'sparse-value \(torch\)', log)
     for rank in (0, 1):
         check = json.loads((work / f'check_{rank}.json').read_text())
         assert check['frozen_with_grad'] == []
@@ -117,15 +127,23 @@ def test_ema_clipping_accumulation_match_the_masked_path(
                 "dict(type='EMAHook', momentum=0.2)")
         folder = tmp_path / form
         folder.mkdir()
-        config = _config(folder, mini_vtab, pretrained, SGD, hook, extra=f"""
+        config = _config(
+            folder,
+            mini_vtab,
+            pretrained,
+            SGD,
+            hook,
+            extra=f"""
 optim_wrapper = dict(optimizer={SGD}, accumulative_counts=2,
                      clip_grad=dict(_delete_=True, max_norm=0.5))
 """)
-        proc = run_tool([PYTHON, TRAIN, config, '--work-dir',
-                         str(folder / 'work')])
+        proc = run_tool(
+            [PYTHON, TRAIN, config, '--work-dir',
+             str(folder / 'work')])
         assert_ok(proc)
-        runs[form] = (_log(proc), torch.load(
-            folder / 'work' / 'epoch_2.pth', weights_only=False))
+        runs[form] = (_log(proc),
+                      torch.load(
+                          folder / 'work' / 'epoch_2.pth', weights_only=False))
     sparse_log, sparse = runs['sparse']
     assert 'Training form: 9 sparse-value layers' in sparse_log
     assert 'Training form: 0 sparse-value layers, 9 tensors on the masked ' \
@@ -142,15 +160,19 @@ optim_wrapper = dict(optimizer={SGD}, accumulative_counts=2,
         for name, value in sparse[key].items():
             if not torch.is_tensor(value) or not value.is_floating_point():
                 continue
-            torch.testing.assert_close(value, masked[key][name], rtol=1e-4,
-                                       atol=1e-5, msg=f'{key} {name}')
+            torch.testing.assert_close(
+                value,
+                masked[key][name],
+                rtol=1e-4,
+                atol=1e-5,
+                msg=f'{key} {name}')
             plain = name[len('module.'):] if key == 'ema_state_dict' \
                 else name
             if plain in indices:  # unselected entries: still pretrained
                 keep = torch.ones(value.numel(), dtype=torch.bool)
                 keep[indices[plain].long()] = False
-                assert torch.equal(value.view(-1)[keep],
-                                   base[plain].view(-1)[keep]), name
+                assert torch.equal(
+                    value.view(-1)[keep], base[plain].view(-1)[keep]), name
     # The checkpoint swaps the two sets: state_dict holds the averaged
     # weights, ema_state_dict the trained ones; they differ (EMA ran).
     qkv = 'backbone.layers.0.attn.qkv.weight'

@@ -58,13 +58,15 @@ class TrainingForm(NamedTuple):
             count = indices[name].numel() if name in indices else 0
             lines.append(f'{name:<{width}}  {str(shapes[name]):<16} '
                          f'{count:>9,}  {path}')
-        return 'Training path of every candidate tensor:\n' + '\n'.join(
-            lines)
+        return 'Training path of every candidate tensor:\n' + '\n'.join(lines)
 
 
-def apply_training_form(model: nn.Module, wrapper, sparse_values: bool = True,
-                        backend: str = 'auto',
-                        ema_models: Iterable[nn.Module] = ()) -> TrainingForm:
+def apply_training_form(
+    model: nn.Module,
+    wrapper,
+    sparse_values: bool = True,
+    backend: str = 'auto',
+    ema_models: Iterable[nn.Module] = ()) -> TrainingForm:
     """Sparse values where possible; switch off what trains nothing.
 
     Args:

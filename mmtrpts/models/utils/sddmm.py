@@ -66,8 +66,8 @@ def _sampled_product(grad_out: torch.Tensor, inputs: torch.Tensor,
     ``kernel(grad_out, inputs, rows, cols, out)`` fills ``out`` (K, fp32).
     """
     _check_operands(grad_out, inputs, rows, cols)
-    out = torch.zeros(rows.numel(), dtype=torch.float32,
-                      device=grad_out.device)
+    out = torch.zeros(
+        rows.numel(), dtype=torch.float32, device=grad_out.device)
     if rows.numel() and grad_out.shape[0]:
         kernel(grad_out, inputs, rows.long(), cols.long(), out)
     return out
@@ -119,8 +119,8 @@ def sddmm_triton(grad_out: torch.Tensor, inputs: torch.Tensor,
     from .sddmm_triton import triton_kernel
 
     def transposed(grad_out, inputs, rows, cols, out):
-        triton_kernel(grad_out.t().contiguous(), inputs.t().contiguous(),
-                      rows, cols, out)
+        triton_kernel(grad_out.t().contiguous(),
+                      inputs.t().contiguous(), rows, cols, out)
 
     return _sampled_product(grad_out, inputs, rows, cols, transposed)
 
@@ -137,10 +137,10 @@ def _triton_status(device: torch.device) -> Tuple[bool, str]:
             generator = torch.Generator(device=device).manual_seed(0)
             g = torch.randn(300, 40, device=device, generator=generator)
             x = torch.randn(300, 24, device=device, generator=generator)
-            rows = torch.randint(0, 40, (77, ), device=device,
-                                 generator=generator)
-            cols = torch.randint(0, 24, (77, ), device=device,
-                                 generator=generator)
+            rows = torch.randint(
+                0, 40, (77, ), device=device, generator=generator)
+            cols = torch.randint(
+                0, 24, (77, ), device=device, generator=generator)
             for dtype in (torch.float32, torch.bfloat16, torch.float16):
                 got = sddmm_triton(g.to(dtype), x.to(dtype), rows, cols)
                 want = sddmm_reference(g.to(dtype), x.to(dtype), rows, cols)
@@ -151,8 +151,9 @@ def _triton_status(device: torch.device) -> Tuple[bool, str]:
             status = (True, 'Triton kernel, self-check passed')
         except Exception as error:  # import, compile or self-check failure
             status = (False, f'Triton back-end unavailable: {error!r}')
-            logger.warning('sparse values on %s: %s; using the torch '
-                           'back-end', key, status[1])
+            logger.warning(
+                'sparse values on %s: %s; using the torch '
+                'back-end', key, status[1])
     _TRITON_CHECKED[key] = status
     return status
 
@@ -179,8 +180,11 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def sddmm(grad_out: torch.Tensor, inputs: torch.Tensor, rows: torch.Tensor,
-          cols: torch.Tensor, backend: str = 'torch') -> torch.Tensor:
+def sddmm(grad_out: torch.Tensor,
+          inputs: torch.Tensor,
+          rows: torch.Tensor,
+          cols: torch.Tensor,
+          backend: str = 'torch') -> torch.Tensor:
     """Sample ``grad_out^T inputs`` at ``(rows, cols)`` with ``backend``.
 
     Args:

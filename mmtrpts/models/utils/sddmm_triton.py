@@ -34,9 +34,13 @@ def _sddmm_kernel(grad_t_ptr, inputs_t_ptr, rows_ptr, cols_ptr, out_ptr,
     tl.store(out_ptr + pair, total, mask=pair_ok)
 
 
-def triton_kernel(grad_t: torch.Tensor, inputs_t: torch.Tensor,
-                  rows: torch.Tensor, cols: torch.Tensor, out: torch.Tensor,
-                  block_k: int = 32, block_t: int = 128) -> None:
+def triton_kernel(grad_t: torch.Tensor,
+                  inputs_t: torch.Tensor,
+                  rows: torch.Tensor,
+                  cols: torch.Tensor,
+                  out: torch.Tensor,
+                  block_k: int = 32,
+                  block_t: int = 128) -> None:
     """Fill ``out`` (K, fp32) with ``sum_t grad_t[rows[k], t] *
     inputs_t[cols[k], t]``.
 
@@ -51,7 +55,15 @@ def triton_kernel(grad_t: torch.Tensor, inputs_t: torch.Tensor,
     """
     num_pairs = rows.numel()
     grid = (triton.cdiv(num_pairs, block_k), )
-    _sddmm_kernel[grid](grad_t, inputs_t, rows.contiguous(),
-                        cols.contiguous(), out, grad_t.shape[1], num_pairs,
-                        grad_t.stride(0), inputs_t.stride(0),
-                        BLOCK_K=block_k, BLOCK_T=block_t)
+    _sddmm_kernel[grid](
+        grad_t,
+        inputs_t,
+        rows.contiguous(),
+        cols.contiguous(),
+        out,
+        grad_t.shape[1],
+        num_pairs,
+        grad_t.stride(0),
+        inputs_t.stride(0),
+        BLOCK_K=block_k,
+        BLOCK_T=block_t)

@@ -75,8 +75,8 @@ class _PatchConvOp:
 
     @staticmethod
     def input_grad(input_shape, weight, grad_out):
-        return torch.nn.grad.conv2d_input(input_shape, weight, grad_out,
-                                          stride=weight.shape[-2:])
+        return torch.nn.grad.conv2d_input(
+            input_shape, weight, grad_out, stride=weight.shape[-2:])
 
     @staticmethod
     def output_rows(grad_out):
@@ -191,19 +191,25 @@ class SparseValueMixin:
         self.register_buffer(_INDEX, flat_index, persistent=False)
         columns = weight[0].numel()
         cols = flat_index % columns
-        self.register_buffer('weight_rows', torch.div(
-            flat_index, columns, rounding_mode='floor'), persistent=False)
+        self.register_buffer(
+            'weight_rows',
+            torch.div(flat_index, columns, rounding_mode='floor'),
+            persistent=False)
         # The value gradients read only the selected columns of the input:
         # save just those when that saves a quarter of the input or more.
         used, compact = torch.unique(cols, return_inverse=True)
         self.compact_input = used.numel() <= SAVE_COLUMNS_BELOW * columns
-        self.register_buffer('weight_cols', compact if self.compact_input
-                             else cols, persistent=False)
-        self.register_buffer('saved_columns', used if self.compact_input
-                             else None, persistent=False)
+        self.register_buffer(
+            'weight_cols',
+            compact if self.compact_input else cols,
+            persistent=False)
+        self.register_buffer(
+            'saved_columns',
+            used if self.compact_input else None,
+            persistent=False)
         values = weight.detach().view(-1)[flat_index].clone()
-        self.weight_values = nn.Parameter(values,
-                                          requires_grad=weight.requires_grad)
+        self.weight_values = nn.Parameter(
+            values, requires_grad=weight.requires_grad)
         weight.requires_grad_(False)
         weight.grad = None
         self._synced_version = self.weight_values._version
@@ -234,10 +240,9 @@ class SparseValueMixin:
         if not (torch.is_grad_enabled() and self.weight_values.requires_grad):
             return dense_forward(inputs)
         return _SparseValueFunction.apply(inputs, self.weight, self.bias,
-                                          self.weight_values,
-                                          self.weight_rows, self.weight_cols,
-                                          self.saved_columns, self.backend,
-                                          self._op)
+                                          self.weight_values, self.weight_rows,
+                                          self.weight_cols, self.saved_columns,
+                                          self.backend, self._op)
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, '
@@ -261,7 +266,9 @@ class SparseValueLinear(SparseValueMixin, nn.Linear):
     """
     _op = _LinearOp
 
-    def __init__(self, linear: nn.Linear, flat_index: torch.Tensor,
+    def __init__(self,
+                 linear: nn.Linear,
+                 flat_index: torch.Tensor,
                  backend: str = 'auto'):
         nn.Module.__init__(self)
         self.in_features = linear.in_features
@@ -295,7 +302,9 @@ class SparseValuePatchConv2d(SparseValueMixin, nn.Conv2d):
     """
     _op = _PatchConvOp
 
-    def __init__(self, conv: nn.Conv2d, flat_index: torch.Tensor,
+    def __init__(self,
+                 conv: nn.Conv2d,
+                 flat_index: torch.Tensor,
                  backend: str = 'auto'):
         if not is_patch_conv(conv):
             raise ValueError(f'not a patch convolution: {conv}')
@@ -319,7 +328,8 @@ SPARSE_VALUE, MASKED_PATH, NOTHING_SELECTED = ('sparse-value', 'masked',
                                                'nothing selected')
 
 
-def sparse_value_path(module: nn.Module, param_name: str,
+def sparse_value_path(module: nn.Module,
+                      param_name: str,
                       parent: Optional[nn.Module] = None) -> str:
     """Which training path a selected tensor can take.
 
@@ -370,8 +380,9 @@ def to_sparse_values(model: nn.Module,
         if index.numel() == 0 or isinstance(module, SparseValueMixin) or \
                 sparse_value_path(module, param_name, parent) != SPARSE_VALUE:
             continue
-        layer_type = (SparseValueLinear if isinstance(module, nn.Linear)
-                      else SparseValuePatchConv2d)
+        layer_type = (
+            SparseValueLinear
+            if isinstance(module, nn.Linear) else SparseValuePatchConv2d)
         layer = layer_type(module, index, backend)
         setattr(parent, child, layer)
         converted[name] = layer
