@@ -173,14 +173,23 @@ def test_state_dict_is_the_dense_layers_and_loading_refreshes_values():
     assert torch.equal(dense.weight, layer.weight)
 
 
+class _BranchLinear(nn.Linear):
+    """A Linear subclass with its own forward (as LoRA-style layers)."""
+
+    def forward(self, x):
+        return super().forward(x) + x.sum(-1, keepdim=True)
+
+
 def test_conversion_paths_and_errors():
     model = nn.Module()
     model.fc = nn.Linear(4, 6)
+    model.branch = _BranchLinear(4, 4)  # converting would drop its branch
     model.attn = nn.MultiheadAttention(4, 2)
     model.conv = nn.Conv2d(3, 4, 3, padding=1)  # overlapping: not a Linear
     model.patch = nn.Conv2d(3, 4, 2, stride=2)
     indices = {
         'fc.weight': torch.tensor([0, 5]),
+        'branch.weight': torch.tensor([0]),
         'attn.out_proj.weight': torch.tensor([1]),
         'conv.weight': torch.tensor([2]),
         'patch.weight': torch.tensor([3, 4]),
@@ -192,8 +201,13 @@ def test_conversion_paths_and_errors():
     after = count_parameters(model)  # the values are not counted twice
     assert after['total'] == before['total']
     assert after['trainable'] == before['trainable'] - 24 - 48 + 2 + 2
+    # mmcv's FFN Linear (forward = F.linear) is converted like nn.Linear
+    from mmcv.cnn.bricks.wrappers import Linear as MMCVLinear
+    holder = nn.Sequential(MMCVLinear(3, 3))
+    assert list(to_sparse_values(holder, {'0.weight': torch.tensor([4])}))
     assert sparse_value_layers(model) == layers
     assert type(model.conv) is nn.Conv2d
+    assert type(model.branch) is _BranchLinear
     with pytest.raises(RuntimeError, match='fc is already a sparse-value'):
         to_sparse_values(model, {'fc.weight': torch.tensor([1])})
     with pytest.raises(ValueError, match='indices must be unique'):

@@ -24,7 +24,7 @@ Example:
     >>> layers['backbone.layers.0.attn.qkv.weight'].weight_values.shape
     torch.Size([2304])
 """
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 import torch.nn as nn
@@ -328,26 +328,36 @@ SPARSE_VALUE, MASKED_PATH, NOTHING_SELECTED = ('sparse-value', 'masked',
                                                'nothing selected')
 
 
-def sparse_value_path(module: nn.Module,
-                      param_name: str,
-                      parent: Optional[nn.Module] = None) -> str:
+#: Linear classes whose forward is exactly ``F.linear(x, weight, bias)``
+#: (mmcv's only special-cases empty inputs).  A subclass with its own
+#: forward (a LoRA-style layer, SPT's ``SPTLinear``, the output projection
+#: of ``nn.MultiheadAttention``, whose parent reads the weight directly)
+#: would lose that behaviour if converted: it stays on the masked path.
+PLAIN_LINEAR_CLASSES = ('torch.nn.modules.linear.Linear',
+                        'mmcv.cnn.bricks.wrappers.Linear')
+
+
+def _qualified_name(cls: type) -> str:
+    return f'{cls.__module__}.{cls.__qualname__}'
+
+
+def sparse_value_path(module: nn.Module, param_name: str) -> str:
     """Which training path a selected tensor can take.
 
     Args:
         module (nn.Module): The module that owns the tensor.
         param_name (str): Its name in ``module``.
-        parent (nn.Module, optional): The module that holds ``module``.
 
     Returns:
-        str: ``'sparse-value'`` for the ``weight`` of an ``nn.Linear`` (or
-        subclass) or of a patch convolution, else ``'masked'`` (the masked
-        optimizer's dense gradient, gather and scatter).  The output
-        projection of ``nn.MultiheadAttention`` is ``'masked'``: its parent
-        reads the weight without calling the layer.
+        str: ``'sparse-value'`` for the ``weight`` of a plain Linear
+        (:data:`PLAIN_LINEAR_CLASSES`) or of a patch convolution, else
+        ``'masked'`` (the masked optimizer's dense gradient, gather and
+        scatter).
     """
-    if param_name != 'weight' or isinstance(parent, nn.MultiheadAttention):
+    if param_name != 'weight':
         return MASKED_PATH
-    if isinstance(module, nn.Linear) or is_patch_conv(module):
+    if _qualified_name(type(module)) in PLAIN_LINEAR_CLASSES or \
+            is_patch_conv(module):
         return SPARSE_VALUE
     return MASKED_PATH
 
@@ -365,7 +375,8 @@ def to_sparse_values(model: nn.Module,
 
     Returns:
         dict: Parameter name -> converted layer, for every name whose layer
-        is Linear-like (:func:`sparse_value_path`) and has at least one
+        is a plain Linear or patch convolution (:func:`sparse_value_path`)
+        and has at least one
         selected entry.  Other names are left as they are.
     """
     converted = {}
@@ -377,8 +388,8 @@ def to_sparse_values(model: nn.Module,
         if isinstance(module, SparseValueMixin) and param_name == 'weight':
             raise RuntimeError(f'{module_name} is already a sparse-value '
                                'layer')
-        if index.numel() == 0 or isinstance(module, SparseValueMixin) or \
-                sparse_value_path(module, param_name, parent) != SPARSE_VALUE:
+        if index.numel() == 0 or \
+                sparse_value_path(module, param_name) != SPARSE_VALUE:
             continue
         layer_type = (
             SparseValueLinear
