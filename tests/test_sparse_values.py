@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from conftest import REPO
 
 from mmtrpts.complexity.flops import count_flops
+from mmtrpts.efficiency.token_selection import build_classifier
 from mmtrpts.complexity.params import count_parameters
 from mmtrpts.engine.optimizers.masked_optim_wrapper import MaskedOptimWrapper
 from mmtrpts.models.utils import sddmm as sddmm_module
@@ -219,22 +220,11 @@ def test_conversion_paths_and_errors():
 
 
 def test_flops_of_a_converted_vit_equal_the_dense_vits():
-    from mmpretrain.models import ImageClassifier  # noqa: F401
-    from mmpretrain.registry import MODELS
-    model = MODELS.build(
-        dict(
-            type='ImageClassifier',
-            backbone=dict(
-                type='VisionTransformer',
-                img_size=32,
-                patch_size=8,
-                arch=dict(
-                    embed_dims=32,
-                    num_layers=2,
-                    num_heads=2,
-                    feedforward_channels=64)),
-            neck=None,
-            head=dict(type='LinearClsHead', num_classes=3, in_channels=32)))
+    model = build_classifier(
+        dict(type='VisionTransformer'),
+        dict(embed_dims=32, num_layers=2, num_heads=2,
+             feedforward_channels=64),
+        img_size=32, patch_size=8, num_classes=3)
     dense = count_flops(model, (3, 32, 32))
     indices = {
         n: torch.tensor([0, 1])

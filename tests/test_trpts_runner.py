@@ -67,6 +67,24 @@ def _log(proc):
     return proc.stdout + proc.stderr
 
 
+def resume_to_epoch_3(config: str, work: str) -> str:
+    """Resume a 2-epoch run for a third; check the selection is restored
+    (no second Fisher pass) and the sparse-value form retaken.
+
+    Returns:
+        str: The resumed run's log.
+    """
+    proc = run_tool([PYTHON, TRAIN, config, '--work-dir', work, '--resume',
+                     '--cfg-options', 'train_cfg.max_epochs=3'])
+    assert_ok(proc)
+    log = _log(proc)
+    assert 'resumed epoch: 2' in log
+    assert 'Selection restored from the checkpoint' in log
+    assert 'Fisher pass:' not in log
+    assert 'Training form: 9 sparse-value layers' in log
+    return log
+
+
 @pytest.mark.parametrize('optimizer', [
     "dict(type='AdamW', lr=1e-2, weight_decay=0.05)",
     "dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=1e-4)"
@@ -88,15 +106,7 @@ def test_train_then_resume_keeps_unselected_entries_exact(
     assert 0.19 < selection['budget']['realized_ratio'] < 0.21
     _assert_only_selection_changed(epoch2['state_dict'], base, selection)
 
-    second = run_tool([PYTHON, TRAIN, config, '--work-dir', work, '--resume',
-                       '--cfg-options', 'train_cfg.max_epochs=3'])
-    assert_ok(second)
-    log = _log(second)
-    assert 'resumed epoch: 2' in log
-    assert 'Selection restored from the checkpoint' in log
-    assert 'Fisher pass:' not in log
-    # the optimizer state moved from the re-armed leaves onto the values
-    assert 'Training form: 9 sparse-value layers' in log
+    resume_to_epoch_3(config, work)
     epoch3 = torch.load(osp.join(work, 'epoch_3.pth'), weights_only=False)
     assert epoch3['selection']['checksum'] == selection['checksum']
     _assert_only_selection_changed(epoch3['state_dict'], base, selection)

@@ -5,8 +5,10 @@ weights, random MMPretrain-style batches), the optimizer wrappers of the
 benchmarks, and the measurement primitives: peak memory (CPU RSS or the
 CUDA allocator), device synchronisation and description, timed steps.
 """
+import contextlib
 import ctypes
 import gc
+import logging
 import platform
 import resource
 import time
@@ -322,3 +324,17 @@ def describe_device(device: str) -> str:
     except OSError:
         pass
     return f'{name} (CPU, {torch.get_num_threads()} torch threads)'
+
+
+@contextlib.contextmanager
+def quiet_logs():
+    """Only warnings and errors of mmengine's current logger (builders and
+    constructors log one INFO line per parameter)."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -32,7 +32,6 @@ Protocol:
 """
 import contextlib
 import json
-import logging
 import os.path as osp
 import statistics
 import subprocess
@@ -46,9 +45,10 @@ import torch
 import torch.nn as nn
 
 from ..complexity.params import count_parameters
-from ..engine import ParameterSelection
+from ..engine import ParameterSelection, gradient_elements
+from ..engine.optimizers.masked_update_mixin import optimizer_state_numel
 from ..selection.eligibility import MASKED, assign_roles
-from .common import (PeakMemory, TimedLoader, describe_device,
+from .common import (PeakMemory, TimedLoader, describe_device, quiet_logs,
                      random_batches, resolve_device, synchronize,
                      updated_entries)
 from .methods import METHODS, RECORDS, Method
@@ -177,34 +177,6 @@ def build_method(method: Method, settings: ReportSettings,
     return model, wrapper
 
 
-@contextlib.contextmanager
-def quiet_logs():
-    """Only warnings and errors of mmengine's current logger."""
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def gradient_elements(model: nn.Module) -> int:
-    """Entries of the parameters that require gradients (what DDP
-    all-reduces per step)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def state_elements(wrapper) -> int:
-    """Elements of the optimizer state (non-scalar tensors: AdamW's
-    ``exp_avg`` and ``exp_avg_sq``; its 0-dim ``step`` not counted)."""
-    if hasattr(wrapper, 'state_numel'):
-        return wrapper.state_numel()
-    return sum(v.numel() for st in wrapper.optimizer.state.values()
-               for v in st.values() if torch.is_tensor(v) and v.dim() > 0)
-
-
 def describe_form(form, model: nn.Module) -> dict:
     """JSON summary of a :class:`~mmtrpts.engine.TrainingForm`."""
     off = form.switched_off
@@ -212,7 +184,7 @@ def describe_form(form, model: nn.Module) -> dict:
                 paths=dict(Counter(form.paths.values())),
                 switched_off_tensors=len(off),
                 switched_off_elements=sum(p.numel() for _, p in off),
-                gradient_elements=form.gradient_elements(model),
+                gradient_elements=gradient_elements(model),
                 summary=form.summary(model))
 
 
@@ -244,6 +216,21 @@ def in_fresh_process(worker: str, out: str, **kwargs) -> dict:
                            f'{proc.returncode}):\n{proc.stderr[-6000:]}')
     with open(out) as f:
         return json.load(f)
+
+
+def _memory_baseline(device: str) -> Tuple[PeakMemory, int]:
+    """A fresh worker's memory meter and baseline, imports included.
+
+    The stack is imported first, so that its memory is inside the
+    baseline; then gc (+ malloc_trim on CPU) leaves live memory only, as
+    after the reset before the measured work.
+    """
+    import mmengine.optim  # noqa: F401
+    import mmpretrain.models  # noqa: F401
+    import mmtrpts.engine  # noqa: F401
+    memory = PeakMemory(device)
+    memory.reset()
+    return memory, memory.current()
 
 
 class _PassLoader(TimedLoader):
@@ -323,13 +310,8 @@ def select_parameters(settings: dict, paths: Dict[str, str]) -> dict:
     Returns:
         dict: ``fisher`` (the pass's cost) and a summary per record.
     """
-    import mmengine.optim  # noqa: F401  (imports inside the baseline)
-    import mmpretrain.models  # noqa: F401
-    import mmtrpts.engine  # noqa: F401
     s = ReportSettings(**settings)
-    memory = PeakMemory(s.device)
-    memory.reset()  # gc (+ malloc_trim on CPU): live memory, as after
-    baseline = memory.current()  # the reset before the measured work
+    memory, baseline = _memory_baseline(s.device)
     model = build_classifier(dict(type='VisionTransformer'), s.arch,
                              s.img_size, s.patch_size, s.num_classes,
                              s.device, s.seed)
@@ -394,14 +376,9 @@ def training_memory(name: str, settings: dict,
         ``baseline_bytes``, ``memory_kind`` and ``peak_reset`` (False if
         the CPU high-water mark could not be reset).
     """
-    import mmengine.optim  # noqa: F401  (imports inside the baseline)
-    import mmpretrain.models  # noqa: F401
-    import mmtrpts.engine  # noqa: F401
     s = ReportSettings(**settings)
     method = METHODS[name](settings)
-    memory = PeakMemory(s.device)
-    memory.reset()  # gc (+ malloc_trim on CPU): live memory, as after
-    baseline = memory.current()  # the reset before the measured work
+    memory, baseline = _memory_baseline(s.device)
     records = _load_records({k: v for k, v in (record_paths or {}).items()
                              if k in method.needs})
     model, wrapper = build_method(method, s, records)
@@ -525,7 +502,8 @@ def measure(settings: ReportSettings, methods: Dict[str, Method],
             step_time_ms=1e3 * statistics.median(step_seconds),
             step_cpu_utilisation=(sum(steps[name]['cpu_seconds'][1:]) /
                                   sum(step_seconds)),
-            optimizer_state_elements=state_elements(wrappers[name]))
+            optimizer_state_elements=optimizer_state_numel(
+                wrappers[name].optimizer))
     return rows
 
 

@@ -25,7 +25,6 @@ mean, mul, sum, argsort, sort) and treats gather/cat/slicing as zero-FLOP
 (its ignore list); :func:`flop_report` lists the unsupported ones.  They
 are O(B * H * N) per selection block, i.e. negligible.
 """
-import logging
 import os
 import statistics
 import time
@@ -37,7 +36,8 @@ from typing import (Callable, Dict, List, NamedTuple, Optional, Sequence,
 import torch
 import torch.nn as nn
 
-from .common import describe_device, resolve_device, synchronize
+from .common import (describe_device, quiet_logs, resolve_device,
+                     synchronize)
 
 #: Column headers of :func:`format_table` (tests look for them).
 COLUMNS = ('setting', 'tokens at the end', 'GFLOPs', 'GFLOPs / dense',
@@ -132,7 +132,6 @@ def build_classifier(backbone: dict, arch='b', img_size: int = 224,
         nn.Module: The classifier, in eval mode.
     """
     import mmtrpts  # noqa: F401  (stack fixes, registers components)
-    from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     from mmpretrain.models import VisionTransformer
     from mmpretrain.registry import MODELS
@@ -147,14 +146,9 @@ def build_classifier(backbone: dict, arch='b', img_size: int = 224,
                head=dict(type='LinearClsHead', num_classes=num_classes,
                          in_channels=dims))
     torch.manual_seed(seed)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # one INFO message per parameter
-    try:
+    with quiet_logs():  # one INFO message per parameter
         model = MODELS.build(cfg)
         model.init_weights()
-    finally:
-        logger.setLevel(level)
     model = model.to(device)
     model.eval()
     return model

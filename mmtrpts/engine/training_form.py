@@ -18,6 +18,11 @@ from ..models.utils.sparse_values import (MASKED_PATH, NOTHING_SELECTED,
 from ..selection.eligibility import FROZEN, MASKED
 
 
+def gradient_elements(model: nn.Module) -> int:
+    """Entries that still compute gradients (what DDP all-reduces)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 class TrainingForm(NamedTuple):
     """What :func:`apply_training_form` did.
 
@@ -32,22 +37,17 @@ class TrainingForm(NamedTuple):
     paths: Dict[str, str]
     switched_off: List[Tuple[str, nn.Parameter]]
 
-    def gradient_elements(self, model: nn.Module) -> int:
-        """Entries that still compute gradients (what DDP all-reduces)."""
-        return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
     def summary(self, model: nn.Module) -> str:
         """One line: how many tensors take which path."""
-        trained = [p for p in model.parameters() if p.requires_grad]
+        trained = sum(p.requires_grad for p in model.parameters())
         off = self.switched_off
         masked = sum(v == MASKED_PATH for v in self.paths.values())
         return (f'Training form: {len(self.layers)} sparse-value layers, '
                 f'{masked} tensors on the masked path, {len(off)} more '
                 f'tensors off ({sum(p.numel() for _, p in off):,} entries: '
                 'frozen by the eligibility rules or nothing selected); '
-                f'{len(trained)} tensors '
-                f'({sum(p.numel() for p in trained):,} entries) compute '
-                'gradients')
+                f'{trained} tensors ({gradient_elements(model):,} entries) '
+                'compute gradients')
 
     def path_table(self, model: nn.Module, indices: dict) -> str:
         """One line per candidate tensor: shape, selected entries, path."""

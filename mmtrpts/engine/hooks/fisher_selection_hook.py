@@ -16,7 +16,7 @@ from ...selection.record import validate_record
 from ...selection.report import format_layer_table
 from ..optimizers.masked_update_mixin import MaskedUpdateMixin
 from ...checkpoints.io import load_checkpoint_file
-from ..training_form import apply_training_form
+from ..training_form import apply_training_form, gradient_elements
 from ..parameter_selection import (ParameterSelection, base_checkpoint,
                                    check_base_checkpoint, save_selection)
 
@@ -223,7 +223,7 @@ class FisherSelectionHook(Hook):
                         'only these')
         print_log(message, logger='current')
         runner.message_hub.update_info('grad_elements',
-                                       form.gradient_elements(model))
+                                       gradient_elements(model))
 
     @staticmethod
     def _ema_models(runner) -> list:

@@ -54,6 +54,16 @@ def _rebuild_optimizer(optimizer: torch.optim.Optimizer,
     return new
 
 
+def optimizer_state_numel(optimizer: torch.optim.Optimizer) -> int:
+    """Elements held in an optimizer's state (non-scalar tensors, e.g.
+    AdamW's ``exp_avg`` and ``exp_avg_sq``; its 0-dim ``step`` not
+    counted)."""
+    return sum(
+        value.numel() for state in optimizer.state.values()
+        for value in state.values() if torch.is_tensor(value)
+        and value.dim() > 0)
+
+
 class MaskedUpdateMixin:
     """Mixin placed before ``OptimWrapper`` or ``AmpOptimWrapper`` in the MRO.
 
@@ -235,10 +245,7 @@ class MaskedUpdateMixin:
 
     def state_numel(self) -> int:
         """Number of elements held in the inner optimizer's state."""
-        return sum(
-            value.numel() for state in self.optimizer.state.values()
-            for value in state.values() if torch.is_tensor(value)
-            and value.dim() > 0)
+        return optimizer_state_numel(self.optimizer)
 
     # -- persistence ---------------------------------------------------------
     def state_dict(self) -> dict:
