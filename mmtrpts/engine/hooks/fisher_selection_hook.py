@@ -10,6 +10,7 @@ from mmengine.model import is_model_wrapper
 from mmpretrain.registry import HOOKS
 from mmpretrain.utils import get_ori_model
 
+from ...complexity.params import count_parameters
 from ...models.utils.sddmm import BACKENDS
 from ...selection.placement import block_densities, choose_blocks
 from ...selection.record import validate_record
@@ -268,7 +269,7 @@ class FisherSelectionHook(Hook):
 
     def _report(self, runner, model, wrapper, write: bool) -> None:
         record = wrapper.selection
-        total = sum(p.numel() for p in model.parameters())
+        total = count_parameters(model)['total']
         trainable = wrapper.num_updated()
         budget = record.get('budget') or {}
         settings = record.get('settings') or {}

@@ -4,6 +4,8 @@ from mmengine.logging import print_log
 from mmpretrain.registry import HOOKS
 from mmpretrain.utils import get_ori_model
 
+from ...complexity.params import count_parameters
+
 
 @HOOKS.register_module()
 class TrainableParamsHook(Hook):
@@ -28,9 +30,8 @@ class TrainableParamsHook(Hook):
         if runner.message_hub.get_info('trainable_params') is not None:
             return
         model = get_ori_model(runner.model)
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters()
-                        if p.requires_grad)
+        counts = count_parameters(model)
+        total, trainable = counts['total'], counts['trainable']
         print_log(f'Trainable parameters: {trainable:,} / {total:,} '
                   f'({100 * trainable / total:.3f}% of the model; all '
                   'parameters with requires_grad)', logger='current')
