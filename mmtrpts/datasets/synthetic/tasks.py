@@ -44,13 +44,20 @@ class SyntheticTask:
     Attributes:
         name (str): Task name, also its VTAB-style folder name.
         num_classes (int): Number of classes.
-        render (Callable): ``render(rng, label) -> uint8 [H, W, 3]``.
+        render (Callable): ``render(rng, label) -> (image, mask)``: a
+            ``uint8 [H, W, 3]`` RGB image and the ``bool [H, W]`` mask of
+            its object pixels (all False when the label is not carried by
+            objects, as for textures).
         kind (str): The VTAB-1k task it imitates.
+        has_objects (bool): Whether the masks mark objects (the token
+            faithfulness metric needs them).
     """
     name: str
     num_classes: int
-    render: Callable[[np.random.Generator, int], np.ndarray]
+    render: Callable[[np.random.Generator, int], Tuple[np.ndarray,
+                                                       np.ndarray]]
     kind: str
+    has_objects: bool = True
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
@@ -104,6 +111,7 @@ def render_counting(rng: np.random.Generator, label: int) -> np.ndarray:
     """``label + 1`` non-overlapping objects of random shape and colour."""
     img = _background(rng)
     occupied = np.zeros((IMG_SIZE, IMG_SIZE), bool)
+    objects = np.zeros((IMG_SIZE, IMG_SIZE), bool)
     placed = 0
     while placed < label + 1:
         r = rng.uniform(1.8, 3.0)
@@ -113,9 +121,10 @@ def render_counting(rng: np.random.Generator, label: int) -> np.ndarray:
         if (occupied & halo).any():
             continue
         occupied |= halo
+        objects |= mask
         _paint(img, mask, _random_colour(rng, img))
         placed += 1
-    return _finish(img)
+    return _finish(img), objects
 
 
 def render_location(rng: np.random.Generator, label: int) -> np.ndarray:
@@ -127,7 +136,7 @@ def render_location(rng: np.random.Generator, label: int) -> np.ndarray:
     cy = rng.uniform(r, IMG_SIZE - 1 - r)
     mask = shape_mask(SHAPES[rng.integers(len(SHAPES))], cy, cx, r)
     _paint(img, mask, _random_colour(rng, img))
-    return _finish(img)
+    return _finish(img), mask
 
 
 def render_orientation(rng: np.random.Generator, label: int) -> np.ndarray:
@@ -140,7 +149,7 @@ def render_orientation(rng: np.random.Generator, label: int) -> np.ndarray:
     across = -(_XX - cx) * np.sin(angle) + (_YY - cy) * np.cos(angle)
     mask = (np.abs(along) <= half_len) & (np.abs(across) <= half_width)
     _paint(img, mask, _random_colour(rng, img))
-    return _finish(img)
+    return _finish(img), mask
 
 
 def texture_field(kind: str, rng: np.random.Generator) -> np.ndarray:
@@ -172,24 +181,62 @@ def render_texture(rng: np.random.Generator, label: int) -> np.ndarray:
     pattern = texture_field(TEXTURES[label], rng)
     _paint(img, pattern, _random_colour(rng, img))
     img += rng.normal(0, 10, size=img.shape)
-    return _finish(img)
+    return _finish(img), np.zeros((IMG_SIZE, IMG_SIZE), bool)
 
 
-def render_shapes(rng: np.random.Generator, label: int) -> np.ndarray:
+def render_shapes(rng: np.random.Generator,
+                  label: int) -> Tuple[np.ndarray, np.ndarray]:
     """Source task: shape kind ``label % 6`` in colour family ``label // 6``.
 
-    A faint texture in the background keeps shape and texture features
-    apart.
+    The object lies anywhere, at any of a wide range of sizes, on a cluttered
+    background (a random texture at up to half the object's contrast), so
+    the label can only be read from the object: the backbone learns to look
+    at objects, as an ImageNet-21k ViT does.  The object's position is the
+    second source label (:func:`position_labels`).
     """
     img = _background(rng)
     clutter = texture_field(TEXTURES[rng.integers(len(TEXTURES))], rng)
-    img[clutter] += rng.uniform(-25, 25, size=3)
+    img[clutter] += rng.uniform(-45, 45, size=3)
     low_high = np.array(COLOUR_FAMILIES[label // len(SHAPES)], np.float32)
     colour = rng.uniform(low_high[:, 0], low_high[:, 1])
-    r = rng.uniform(4.0, 9.0)
+    r = rng.uniform(2.5, 8.0)
     cy, cx = rng.uniform(r, IMG_SIZE - 1 - r, size=2)
-    _paint(img, shape_mask(SHAPES[label % len(SHAPES)], cy, cx, r), colour)
-    return _finish(img)
+    mask = shape_mask(SHAPES[label % len(SHAPES)], cy, cx, r)
+    _paint(img, mask, colour)
+    return _finish(img), mask
+
+
+def position_labels(masks: np.ndarray, grid: int) -> np.ndarray:
+    """The cell of a ``grid x grid`` partition holding each object's centre.
+
+    The embedded backbone's second source label: with it, the pre-trained
+    features carry where the object is (an ImageNet-21k ViT's do; a
+    translation-invariant source task would erase it).
+
+    Args:
+        masks (np.ndarray): ``bool [N, H, W]`` object masks, none empty.
+        grid (int): Cells per side.
+
+    Returns:
+        np.ndarray: ``int64 [N]`` labels ``row * grid + column`` of the
+        centroid of each mask.
+    """
+    masks = np.asarray(masks, bool)
+    area = masks.sum(axis=(1, 2))
+    if masks.ndim != 3 or (area == 0).any():
+        raise ValueError('position labels need bool [N, H, W] masks with '
+                         'at least one object pixel each')
+    height, width = masks.shape[1:]
+    cy = (masks * _grid_coord(height)[:, None]).sum(axis=(1, 2)) / area
+    cx = (masks * _grid_coord(width)[None, :]).sum(axis=(1, 2)) / area
+    row = np.minimum((cy / height * grid).astype(np.int64), grid - 1)
+    col = np.minimum((cx / width * grid).astype(np.int64), grid - 1)
+    return row * grid + col
+
+
+def _grid_coord(size: int) -> np.ndarray:
+    """Pixel centres ``0.5 .. size - 0.5``."""
+    return np.arange(size, dtype=np.float64) + 0.5
 
 
 TARGET_TASKS: Dict[str, SyntheticTask] = {
@@ -198,28 +245,35 @@ TARGET_TASKS: Dict[str, SyntheticTask] = {
         SyntheticTask('counting', 6, render_counting, 'clevr_count'),
         SyntheticTask('location', 8, render_location, 'dsprites_loc'),
         SyntheticTask('orientation', 8, render_orientation, 'dsprites_ori'),
-        SyntheticTask('texture', len(TEXTURES), render_texture, 'dtd'),
+        SyntheticTask('texture', len(TEXTURES), render_texture, 'dtd',
+                      has_objects=False),
     )
 }
 SOURCE_TASK = SyntheticTask('shapes', len(SHAPES) * len(COLOUR_FAMILIES),
                             render_shapes, 'imagenet')
 
 
-def generate(task: SyntheticTask, num: int,
-             seed: int) -> Tuple[np.ndarray, np.ndarray]:
+def generate(task: SyntheticTask, num: int, seed: int,
+             return_masks: bool = False) -> Tuple[np.ndarray, ...]:
     """Render ``num`` class-balanced images of ``task``.
 
     Args:
         task (SyntheticTask): What to render.
         num (int): Number of images.
         seed (int): Seed of the generator; equal seeds give equal images.
+        return_masks (bool): Also return the object masks.
 
     Returns:
         tuple: ``uint8 [num, H, W, 3]`` RGB images and ``int64 [num]``
-        labels (cycling through the classes, then shuffled).
+        labels (cycling through the classes, then shuffled); with
+        ``return_masks`` also the ``bool [num, H, W]`` object masks.
     """
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num) % task.num_classes)
-    images = np.stack([task.render(rng, int(label)) for label in labels]) \
-        if num else np.zeros((0, IMG_SIZE, IMG_SIZE, 3), np.uint8)
+    images = np.zeros((num, IMG_SIZE, IMG_SIZE, 3), np.uint8)
+    masks = np.zeros((num, IMG_SIZE, IMG_SIZE), bool)
+    for i, label in enumerate(labels):
+        images[i], masks[i] = task.render(rng, int(label))
+    if return_masks:
+        return images, labels.astype(np.int64), masks
     return images, labels.astype(np.int64)

@@ -1,6 +1,6 @@
 """MMPretrain ViT with [CLS]-attention token keep/fuse blocks."""
 from contextlib import contextmanager
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 import torch
 from mmpretrain.models import VisionTransformer
@@ -29,7 +29,9 @@ class TokenKeepFuseViT(VisionTransformer):
     inherited.  The selection blocks live in the persistent buffer
     ``keep_layer_mask``, so checkpoints restore them for ``tools/test.py``,
     inference and ``get_model``; TR-PTS's co-selection sets them after the
-    Fisher pass through :meth:`set_keep_layers`.
+    Fisher pass through :meth:`set_keep_layers`.  A plain ViT checkpoint
+    (no such buffer) loads without a missing-key report and keeps the
+    configured blocks.
 
     Output types: ``'cls_token'`` and ``'raw'`` work unchanged;
     ``'avg_featmap'`` stays the mean over the *original* patches (each
@@ -101,6 +103,23 @@ class TokenKeepFuseViT(VisionTransformer):
         mask[layers] = True
         self.keep_layer_mask.copy_(mask)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
+                              strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """A checkpoint without ``keep_layer_mask`` is a plain ViT's.
+
+        The buffer exists only in this class's checkpoints, so a
+        pre-trained ``VisionTransformer`` checkpoint cannot hold it: its
+        absence is not reported (the current selection blocks stay), even
+        under ``strict=True``.  A checkpoint that holds it restores it.
+        """
+        super()._load_from_state_dict(state_dict, prefix, local_metadata,
+                                      strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + 'keep_layer_mask'
+        if key not in state_dict and key in missing_keys:
+            missing_keys.remove(key)
+
     @contextmanager
     def token_selection_disabled(self):
         """Run the dense model inside the block (e.g. the Fisher pass)."""
@@ -130,6 +149,29 @@ class TokenKeepFuseViT(VisionTransformer):
                 x = layer(x)
             x = self._finish_block(i, x, weights, outs)
         return tuple(outs)
+
+    def forward_with_cls_attention(
+            self, x: torch.Tensor) -> Tuple[tuple, List[torch.Tensor]]:
+        """The dense forward (no token selection) plus every block's scores.
+
+        Args:
+            x (Tensor): ``[B, 3, H, W]`` images.
+
+        Returns:
+            tuple: The backbone outputs (as :meth:`forward`) and, per
+            block, the ``[B, P]`` [CLS] attention over the patch tokens
+            (head-averaged, the scores a selection block would rank; extra
+            tokens left out, so a row sums to less than 1).
+        """
+        x, weights, _ = self._embed(x)
+        outs, scores = [], []
+        for i, layer in enumerate(self.layers):
+            attn_out, block_scores = self._attention_with_cls_scores(
+                layer.attn, layer.ln1(x))
+            scores.append(block_scores[:, self.num_extra_tokens:])
+            x = layer.ffn(layer.ln2(x + attn_out), identity=x + attn_out)
+            x = self._finish_block(i, x, weights, outs)
+        return tuple(outs), scores
 
     def _embed(self, x):
         """Patch embedding, [CLS], positions and pre-norm, plus the token
