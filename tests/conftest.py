@@ -1,14 +1,20 @@
-"""Shared fixtures: a small generated benchmark and tiny run configs."""
+"""Shared fixtures: a small generated benchmark, tiny run configs and a
+tiny token keep/fuse model."""
 import os
 import os.path as osp
 import subprocess
 import sys
 from typing import Dict, List
 
+import cv2
 import mmtrpts  # noqa: F401  (stack fixes before any mmpretrain import)
+import numpy as np
 import pytest
+import torch
 from benchmark_data import write_benchmark_trees
+from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmpretrain.registry import MODELS
 
 from mmtrpts.datasets.synthetic.mini_vtab import write_benchmark
 
@@ -33,6 +39,48 @@ def benchmark_roots(tmp_path_factory) -> Dict[str, str]:
     """Generated VTAB-1k and FGVC trees for all 24 data sets (see
     ``benchmark_data.write_benchmark_trees``)."""
     return write_benchmark_trees(str(tmp_path_factory.mktemp('benchmarks')))
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory) -> Dict:
+    """Two 32x32 images, their object masks, and configs and checkpoints of
+    the embedded ViT as a TokenKeepFuseViT.
+
+    Keys: ``images`` (paths), ``masks`` (``bool [2, 32, 32]``, the blob
+    drawn into each image), ``root``, and ``(config, checkpoint)`` pairs
+    ``select`` (keep rate 0.7 at blocks 1 and 3) and ``plain`` (no
+    selection blocks).
+    """
+    root = tmp_path_factory.mktemp('tokens')
+    rng = np.random.default_rng(0)
+    images, masks = [], []
+    yy, xx = np.mgrid[:32, :32]
+    for i in range(2):
+        path = str(root / f'image{i}.png')
+        image = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
+        blob = (yy - 8 - 16 * i)**2 + (xx - 20)**2 < 30
+        image[blob] = (40, 200, 250)
+        assert cv2.imwrite(path, image)
+        images.append(path)
+        masks.append(blob)
+    run = dict(images=images, masks=np.stack(masks), root=root)
+    base = osp.join(REPO, 'configs', 'embedded',
+                    'vit-tiny_full-ft_mini-vtab.py')
+    for name, backbone in [
+        ('select', "dict(type='TokenKeepFuseViT', keep_rate=0.7, "
+         'keep_layers=(1, 3), init_cfg=None)'),
+        ('plain', "dict(type='TokenKeepFuseViT', init_cfg=None)")
+    ]:
+        config = str(root / f'{name}.py')
+        with open(config, 'w') as f:
+            f.write(f"_base_ = ['{base}']\n"
+                    f'model = dict(backbone={backbone})\n')
+        torch.manual_seed(0)
+        model = MODELS.build(Config.fromfile(config).model)
+        checkpoint = str(root / f'{name}.pth')
+        torch.save({'meta': {}, 'state_dict': model.state_dict()}, checkpoint)
+        run[name] = (config, checkpoint)
+    return run
 
 
 def write_tiny_config(path: str,

@@ -1,8 +1,9 @@
-"""Pictures: token keep/fuse maps and per-matrix selection densities."""
+"""Token keep/fuse maps and their object faithfulness; selection densities."""
 from .selection_density import plot_selection_density
-from .token_selection import draw_token_grid, patch_states, render_states
+from .token_selection import (FusedObjectShare, draw_token_grid,
+                              fused_object_share, patch_states, render_states)
 
 __all__ = [
-    'draw_token_grid', 'patch_states', 'plot_selection_density',
-    'render_states'
+    'FusedObjectShare', 'draw_token_grid', 'fused_object_share',
+    'patch_states', 'plot_selection_density', 'render_states'
 ]

@@ -10,7 +10,8 @@ where ``assignment[b, p]`` is the index of the token that holds original
 patch ``p`` (row-major over the patch grid) after block ``i``, or -1 when
 the patch was dropped (``fuse='drop'``).  :func:`patch_states` turns the
 records into one code per patch and block; :func:`draw_token_grid` draws
-them over the input images.
+them over the input images; :func:`fused_object_share` measures how much
+of what a block fused lies on the object (given object masks).
 
 Codes:
 
@@ -21,6 +22,8 @@ Codes:
   that this block kept (a kept token that holds more than one patch).
 * ``DROPPED`` (2): the patch's token was discarded (``fuse='drop'``).
 """
+import textwrap
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -34,6 +37,10 @@ STATE_NAMES = ('kept', 'fused', 'dropped')
 # blacked out.
 FUSED_TINT = np.array([0.15, 0.35, 1.0])
 FUSED_ALPHA = 0.6
+# Object outlines: visible on dark and bright images and on the blue tint.
+OBJECT_OUTLINE = '#ffd000'
+# How many characters of a 9 pt subtitle fit on an inch of figure width.
+SUBTITLE_CHARS_PER_INCH = 14
 
 
 def _as_numpy(array) -> np.ndarray:
@@ -92,6 +99,104 @@ def patch_states(records: Sequence[dict],
         state[dropped] = DROPPED
         states.append(state.reshape(-1, grid_h, grid_w))
     return states
+
+
+@dataclass(frozen=True)
+class FusedObjectShare:
+    """How much of what a block fused lies on the object.
+
+    Attributes:
+        fused_on_object (float): Over all images, the mean object coverage
+            of a fused patch (the share of fused patch pixels on the
+            object).
+        object_area (float): The mean object coverage of any patch -- the
+            object's share of the pixels, what fusing patches uniformly at
+            random gives in expectation.
+        ratio (float): ``fused_on_object / object_area``; 0 when nothing
+            on the object was fused, 1 at random, above 1 when the block
+            fuses the object preferentially.
+        num_fused (int): Fused patches, summed over the images.
+        num_images (int): Images pooled.
+    """
+    fused_on_object: float
+    object_area: float
+    ratio: float
+    num_fused: int
+    num_images: int
+
+    def __str__(self) -> str:
+        return (f'{100 * self.fused_on_object:.1f}% of fused patches on the '
+                f'object vs {100 * self.object_area:.1f}% object area '
+                f'(random): {self.ratio:.2f}x')
+
+
+def fused_object_share(
+        state: np.ndarray, masks: np.ndarray,
+        patch_size: Union[int, Tuple[int, int]]) -> FusedObjectShare:
+    """Compare the object coverage of fused patches with the object area.
+
+    A patch's coverage is the fraction of its pixels on the object.  Pooled
+    over the images, the mean coverage of the :data:`FUSED` patches is set
+    against the mean coverage of all patches of the grid (kept, fused and
+    dropped), which is what a block fusing uniformly at random would reach.
+    Pass the state of the last selection block: fused states carry over,
+    so it holds every patch fused so far.
+
+    Args:
+        state (np.ndarray): One block's ``[B, h, w]`` codes from
+            :func:`patch_states`.
+        masks (np.ndarray): ``bool [B, H, W]`` object pixels at the
+            model's input resolution, ``H = h * patch_h`` and
+            ``W = w * patch_w``.
+        patch_size (int | Tuple[int, int]): Pixels per patch.
+
+    Returns:
+        FusedObjectShare: The pooled shares and their ratio.
+
+    Raises:
+        ValueError: The shapes do not match, a mask is not the patch grid
+            times the patch size, no patch is fused or no pixel is on the
+            object.
+    """
+    patch_h, patch_w = _pair(patch_size)
+    state = np.asarray(state)
+    masks = np.asarray(masks)
+    if state.ndim != 3:
+        raise ValueError(f'state has shape {state.shape}; expected [B, h, w]')
+    if masks.ndim != 3 or masks.dtype != bool:
+        raise ValueError(f'masks are {masks.dtype} {masks.shape}; expected '
+                         'bool [B, H, W]')
+    num_images, grid_h, grid_w = state.shape
+    if masks.shape[0] != num_images:
+        raise ValueError(f'{masks.shape[0]} masks for the {num_images} images '
+                         f'of a state of shape {state.shape}')
+    height, width = masks.shape[1:]
+    if height % patch_h or width % patch_w:
+        raise ValueError(f'masks of {height}x{width} pixels are not a '
+                         f'multiple of the {patch_h}x{patch_w} patch size')
+    if (height // patch_h, width // patch_w) != (grid_h, grid_w):
+        raise ValueError(
+            f'masks of {height}x{width} pixels make a {height // patch_h}x'
+            f'{width // patch_w} grid of {patch_h}x{patch_w} patches; the '
+            f'state has a {grid_h}x{grid_w} grid (expected masks of '
+            f'{grid_h * patch_h}x{grid_w * patch_w} pixels)')
+    coverage = masks.reshape(num_images, grid_h, patch_h, grid_w,
+                             patch_w).mean(axis=(2, 4))
+    fused = state == FUSED
+    num_fused = int(fused.sum())
+    if num_fused == 0:
+        raise ValueError('no patch is fused (a backbone that drops tokens '
+                         'instead, or one that keeps every token)')
+    object_area = float(coverage.mean())
+    if object_area == 0:
+        raise ValueError('no mask has an object pixel')
+    fused_on_object = float(coverage[fused].sum()) / num_fused
+    return FusedObjectShare(
+        fused_on_object=fused_on_object,
+        object_area=object_area,
+        ratio=fused_on_object / object_area,
+        num_fused=num_fused,
+        num_images=num_images)
 
 
 def _to_float_rgb(image: np.ndarray) -> np.ndarray:
@@ -163,6 +268,8 @@ def draw_token_grid(images_rgb: Sequence[np.ndarray],
                     out_file: str,
                     titles: Optional[Sequence[str]] = None,
                     num_tokens: Optional[Sequence[int]] = None,
+                    object_masks: Optional[np.ndarray] = None,
+                    subtitle: Optional[str] = None,
                     grid_lines: bool = True,
                     panel_inches: float = 2.0,
                     dpi: int = 100) -> None:
@@ -173,7 +280,8 @@ def draw_token_grid(images_rgb: Sequence[np.ndarray],
     with kept patches unchanged, fused patches tinted blue and dropped
     patches black.  Column titles read ``block i: N tokens``; under each
     panel the number of patches kept / fused / dropped.  A legend sits
-    below the grid.
+    below the grid.  With ``object_masks`` every panel outlines the object;
+    ``subtitle`` (e.g. a faithfulness score) goes above the grid.
 
     Args:
         images_rgb (Sequence[np.ndarray]): Per image ``[H, W, 3]`` RGB
@@ -190,6 +298,11 @@ def draw_token_grid(images_rgb: Sequence[np.ndarray],
             after it (extra and fused tokens included, the records'
             ``num_tokens``); without it the column titles read
             ``block i``.
+        object_masks (np.ndarray, optional): ``bool [B, H, W]`` object
+            pixels at the shown images' resolution; outlined in every
+            panel.
+        subtitle (str, optional): A title for the whole figure, wrapped
+            to its width.
         grid_lines (bool): Draw faint patch borders. Defaults to True.
         panel_inches (float): Size of one panel. Defaults to 2.0.
         dpi (int): Resolution of the PNG. Defaults to 100.
@@ -198,6 +311,7 @@ def draw_token_grid(images_rgb: Sequence[np.ndarray],
     # backend switch for the caller's process.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     num_images, num_blocks = len(images_rgb), len(states)
@@ -214,16 +328,35 @@ def draw_token_grid(images_rgb: Sequence[np.ndarray],
     if num_tokens is not None and len(num_tokens) != num_blocks:
         raise ValueError(f'{len(num_tokens)} token counts for {num_blocks} '
                          'blocks')
+    if object_masks is not None:
+        object_masks = np.asarray(object_masks)
+        if object_masks.ndim != 3 or object_masks.shape[0] != num_images:
+            raise ValueError(f'object_masks have shape {object_masks.shape}; '
+                             f'expected [{num_images}, H, W]')
     patch_size = _pair(patch_size)
 
     cols = num_blocks + 1
-    fig = Figure(figsize=(panel_inches * cols,
-                          (panel_inches + 0.5) * num_images + 0.4),
-                 layout='constrained')
+    subtitle_lines = textwrap.wrap(
+        subtitle or '', width=int(SUBTITLE_CHARS_PER_INCH * panel_inches *
+                                  cols))
+    subtitle_inches = 0.15 * len(subtitle_lines) + 0.15 * bool(
+        subtitle_lines)
+    fig = Figure(
+        figsize=(panel_inches * cols,
+                 (panel_inches + 0.5) * num_images + 0.4 + subtitle_inches),
+        layout='constrained')
     FigureCanvasAgg(fig)
+    if subtitle_lines:
+        fig.suptitle('\n'.join(subtitle_lines), fontsize=9)
     axes = fig.subplots(num_images, cols, squeeze=False)
     for row, image in enumerate(images_rgb):
         rgb = _to_float_rgb(image)
+        if object_masks is not None and \
+                object_masks.shape[1:] != rgb.shape[:2]:
+            raise ValueError(
+                f'object mask {row} is {object_masks.shape[1:]} but its '
+                f'image is {rgb.shape[:2]}; expected masks at the shown '
+                'resolution')
         panels = [rgb] + [
             render_states(rgb, state[row], patch_size) for state in states]
         for col, panel in enumerate(panels):
@@ -233,6 +366,8 @@ def draw_token_grid(images_rgb: Sequence[np.ndarray],
             ax.set_yticks([])
             if grid_lines:
                 _draw_patch_borders(ax, rgb.shape[:2], patch_size)
+            if object_masks is not None:
+                _draw_outline(ax, object_masks[row])
             if col == 0:
                 label = titles[row] if titles is not None else 'input'
                 ax.set_title(label, fontsize=8)
@@ -259,8 +394,11 @@ def draw_token_grid(images_rgb: Sequence[np.ndarray],
               edgecolor='0.4', label='fused into a token'),
         Patch(facecolor='black', edgecolor='0.4', label='dropped'),
     ]
-    fig.legend(handles=handles, loc='outside lower center', ncol=3,
-               fontsize=8, frameon=False)
+    if object_masks is not None:
+        handles.append(
+            Line2D([], [], color=OBJECT_OUTLINE, label='object (mask)'))
+    fig.legend(handles=handles, loc='outside lower center',
+               ncol=len(handles), fontsize=8, frameon=False)
     fig.savefig(out_file, dpi=dpi)
 
 
@@ -273,3 +411,17 @@ def _draw_patch_borders(ax, image_hw: Tuple[int, int],
         ax.axhline(y - 0.5, **style)
     for x in range(patch_size[1], width, patch_size[1]):
         ax.axvline(x - 0.5, **style)
+
+
+def _draw_outline(ax, mask: np.ndarray) -> None:
+    """The border of the mask's object (nothing for an empty or full mask).
+
+    The contour at level 0.5 runs between object and background pixel
+    centres, i.e. along the pixel edges ``imshow`` draws.
+    """
+    if mask.any() and not mask.all():
+        ax.contour(
+            mask.astype(np.float64),
+            levels=[0.5],
+            colors=OBJECT_OUTLINE,
+            linewidths=1.0)
