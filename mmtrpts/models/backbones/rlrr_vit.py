@@ -1,4 +1,6 @@
 """MMPretrain ViT fine-tuned with RLRR (CVPR 2024)."""
+from typing import Set
+
 import numpy as np
 import torch.nn as nn
 from mmcv.cnn.bricks.transformer import FFN
@@ -7,10 +9,11 @@ from mmpretrain.registry import MODELS
 
 from ..peft.rlrr import (SSF, RLRRLinear, SSFLayerNorm, check_init,
                          rlrr_parameters)
+from .method_state import MethodStateMixin
 
 
 @MODELS.register_module()
-class RLRRViT(VisionTransformer):
+class RLRRViT(MethodStateMixin, VisionTransformer):
     """``VisionTransformer`` with RLRR and SSF, everything else frozen.
 
     RLRR (*Low-Rank Rescaled Vision Transformer Fine-Tuning: A Residual
@@ -29,8 +32,9 @@ class RLRRViT(VisionTransformer):
       ``PatchEmbed``'s post-projection slot).
 
     ``weight``/``bias`` keep their names, so plain ViT checkpoints load
-    unchanged (the RLRR/SSF keys are reported missing).  The trainable set
-    is fixed here (DDP-safe): only the RLRR and SSF vectors; ``pos_embed``,
+    unchanged (one INFO line says that they hold no RLRR/SSF vectors,
+    :class:`~mmtrpts.models.backbones.method_state.MethodStateMixin`).
+    The trainable set is fixed here (DDP-safe): only the RLRR and SSF vectors; ``pos_embed``,
     ``cls_token``, all weights, biases and norms (also ``pre_norm`` and the
     ``avg_featmap`` norm ``ln2``, which get no SSF) are frozen.  The head
     lives outside the backbone and trains normally.  ``frozen_stages`` then
@@ -100,6 +104,16 @@ class RLRRViT(VisionTransformer):
             param.requires_grad_(True)
         if self.frozen_stages > 0:
             self._freeze_stages()
+
+    method_state_desc = 'the RLRR and SSF vectors'
+
+    def method_state_keys(self) -> Set[str]:
+        ids = {id(param) for param in rlrr_parameters(self)}
+        return {
+            name
+            for name, param in self.named_parameters()
+            if id(param) in ids
+        }
 
     def _adapt_layer(self, layer: nn.Module, dropout: float) -> None:
         """RLRR on the 4 Linears, SSF after both norms, branch dropout."""

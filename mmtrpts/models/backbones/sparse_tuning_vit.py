@@ -1,5 +1,5 @@
 """Sparse-Tuning: token keep/fuse plus Dense Adapters on a frozen ViT."""
-from typing import List, Optional
+from typing import List, Optional, Set
 
 import torch
 from mmengine.logging import print_log
@@ -8,11 +8,12 @@ from mmpretrain.registry import MODELS
 from ..peft.dense_adapter import (DENSE_MODES, build_dense_adapters,
                                   stage_sum_schedule)
 from ..utils.token_keep_fuse import keep_fuse
+from .method_state import MethodStateMixin
 from .token_keep_fuse_vit import TokenKeepFuseViT
 
 
 @MODELS.register_module()
-class SparseTuningViT(TokenKeepFuseViT):
+class SparseTuningViT(MethodStateMixin, TokenKeepFuseViT):
     """Sparse-Tuning backbone (Liu et al., arXiv 2405.14700).
 
     A frozen ``VisionTransformer`` with the [CLS]-attention token keep/fuse
@@ -118,6 +119,14 @@ class SparseTuningViT(TokenKeepFuseViT):
             f'blocks {self.keep_layers}, fuse={fuse!r}, dense={dense!r}; '
             f'trainable {trainable:,} / {total:,} backbone parameters '
             '(Dense Adapters only)', logger='current')
+
+    method_state_desc = 'the Dense Adapters'
+
+    def method_state_keys(self) -> Set[str]:
+        return {
+            key
+            for key in self.state_dict() if key.startswith('adapters.')
+        }
 
     def forward(self, x):
         x, weights, assignment = self._embed(x)

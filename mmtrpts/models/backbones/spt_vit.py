@@ -2,7 +2,7 @@
 import copy
 import os.path as osp
 from collections import defaultdict
-from typing import Dict
+from typing import Dict, Set
 
 import torch
 import torch.nn as nn
@@ -13,6 +13,7 @@ from ...selection.spt_allocation import (is_scored, trainable_indices,
                                          validate_allocation)
 from ..peft.spt_modules import CHECKSUM_BUFFER, SPTAdapter, SPTLinear, \
     SPTLoRA
+from .method_state import MethodStateMixin
 
 #: ``SPTViT`` arguments that ``VisionTransformer`` does not take.
 SPT_ARGS = ('sensitivity_file', 'structured_type', 'rank', 'module_dropout',
@@ -47,7 +48,7 @@ def load_allocation(path: str) -> dict:
 
 
 @MODELS.register_module()
-class SPTViT(VisionTransformer):
+class SPTViT(MethodStateMixin, VisionTransformer):
     """``VisionTransformer`` tuned the SPT way (He et al., ICCV 2023).
 
     The allocation file (``tools/compute_sensitivity.py``: a sensitivity
@@ -169,6 +170,15 @@ class SPTViT(VisionTransformer):
         return {
             name: idx for name, idx in in_place.items()
             if idx.numel() < params[name].numel()
+        }
+
+    method_state_desc = 'the SPT branches and the allocation checksum'
+
+    def method_state_keys(self) -> Set[str]:
+        return {
+            key
+            for key in self.state_dict()
+            if '.spt_' in key or key == CHECKSUM_BUFFER
         }
 
     def init_weights(self) -> None:
