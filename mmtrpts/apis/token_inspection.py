@@ -136,7 +136,7 @@ def inspect_tokens(config: Union[str, Config],
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(runner_model_cfg(cfg))
-    load_checkpoint(model, checkpoint, map_location='cpu')
+    load_checkpoint(model, checkpoint, map_location='cpu', logger='current')
     model = model.to(device).eval()
     backbone = configure_backbone(model, config_name, keep_layers, keep_rate)
     images, predictions, records, grid = _run_batches(
