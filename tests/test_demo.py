@@ -19,10 +19,11 @@ from mmpretrain.registry import MODELS
 from test_spt import VIT, _plan, _shapes
 from test_spt_allocation import allocate_planted
 
-from mmtrpts.apis import demo
-from mmtrpts.apis.demo import (DemoFailure, DemoJob, format_ablation_tables,
-                               plan_ablation, run_jobs, run_methods,
-                               tokens_only_options)
+from mmtrpts.apis import demo_ablation, demo_runs
+from mmtrpts.apis.demo import run_methods
+from mmtrpts.apis.demo_ablation import (format_ablation_tables, plan_ablation,
+                                        tokens_only_options)
+from mmtrpts.apis.demo_runs import DemoFailure, DemoJob, run_jobs
 
 TASKS = {'texture': 6, 'location': 8}  # the `mini_vtab` fixture's
 TRPTS = osp.join(REPO, 'configs', 'embedded', 'vit-tiny_trpts_mini-vtab.py')
@@ -215,7 +216,7 @@ def _fake_run(calls):
 def test_jobs_wait_for_the_run_they_need(monkeypatch, configs, mini_vtab,
                                          tmp_path):
     calls = []
-    monkeypatch.setattr(demo, '_run_inline', _fake_run(calls))
+    monkeypatch.setattr(demo_runs, '_run_inline', _fake_run(calls))
     ok = configs['ok']
     jobs = [
         DemoJob('after', 'texture', ok, after='first'),
@@ -282,7 +283,7 @@ def test_ablation_plan():
 
 
 def test_tokens_only_copies_the_full_runs_token_selection():
-    backbone, key, mode = demo._token_settings(TRPTS)
+    backbone, key, mode = demo_ablation._token_settings(TRPTS)
     assert (key, mode) == ('custom_hooks.0.token_placement.mode', 'sparse')
     assert tokens_only_options(backbone, dict(token_blocks=[1, 2, 4])) == {
         'model.backbone.type': 'TokenKeepFuseViT',
@@ -459,7 +460,7 @@ def test_some_of_the_methods_tensors_missing_are_reported(
 
 
 def test_host_stack_noise_filter():
-    noise = demo._HostStackNoise()
+    noise = demo_runs._HostStackNoise()
 
     def record(message):
         return logging.LogRecord('x', logging.WARNING, '', 0, message, None,
@@ -487,3 +488,28 @@ def test_demo_help_shows_no_import_warning():
     assert 'MultiScaleDeformableAttention' not in proc.stderr
     for option in ('--ablation', '--workers', '--rerun', '--verbose'):
         assert option in proc.stdout
+
+
+def test_run_token_faithfulness_scores_every_test_image(tiny_run, tmp_path):
+    """The demo's faithfulness pass: a finished run's dumped config and
+    last checkpoint, every test image of a generated task, its masks."""
+    from mmtrpts.apis.demo import run_token_faithfulness
+    from mmtrpts.datasets.synthetic.mini_vtab import write_task
+
+    task_dir = write_task(
+        str(tmp_path / 'data'), 'location',
+        sizes=dict(train800=8, val200=8, test=6))
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    config, checkpoint = tiny_run['select']
+    with open(config) as f:
+        (run_dir / 'config.py').write_text(f.read())
+    (run_dir / 'last_checkpoint').write_text(checkpoint)
+    out = str(tmp_path / 'tokens.png')
+    share = run_token_faithfulness(str(run_dir), task_dir, out, num_drawn=2)
+    assert share.num_images == 6 and share.num_fused > 0
+    assert 0 < share.object_area < 1 and osp.isfile(out)
+    assert share == run_token_faithfulness(str(run_dir), task_dir)
+    (run_dir / 'other.py').write_text('')
+    with pytest.raises(FileNotFoundError, match='exactly one dumped config'):
+        run_token_faithfulness(str(run_dir), task_dir)

@@ -54,8 +54,10 @@ import mmtrpts  # noqa: F401,E402
 from mmengine.config import DictAction  # noqa: E402
 
 from mmtrpts.apis.demo import (  # noqa: E402
-    RUN_LOG, DemoFailure, default_workers, display_path, prepare_demo,
-    run_ablation, run_dir, run_methods, run_token_faithfulness)
+    prepare_demo, run_methods, run_token_faithfulness)
+from mmtrpts.apis.demo_ablation import run_ablation  # noqa: E402
+from mmtrpts.apis.demo_runs import (  # noqa: E402
+    RUN_LOG, DemoFailure, default_workers, display_path, run_dir)
 from mmtrpts.datasets.synthetic.tasks import TARGET_TASKS  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
