@@ -12,7 +12,8 @@ from mmpretrain.registry import MODELS
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 DIST_TRAIN = osp.join(REPO, 'tools', 'dist_train.sh')
 COMPUTE_FISHER = osp.join(REPO, 'tools', 'compute_fisher.py')
-TRPTS_BASE = 'vit-tiny_trpts-param_mini-vtab.py'
+# The paper's frozen set (the demo's config trains pos-embed, [CLS], norms).
+TRPTS_BASE = 'vit-tiny_trpts-param-paper-frozen_mini-vtab.py'
 TINY_ARCH = dict(embed_dims=32, num_layers=2, num_heads=2,
                  feedforward_channels=64)
 FROZEN_BY_DEFAULT = ('backbone.pos_embed', 'backbone.cls_token',
