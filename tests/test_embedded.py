@@ -10,7 +10,7 @@ import torch
 from mmtrpts.apis.demo import format_table
 from mmtrpts.apis.embedded_backbone import pretrain_backbone
 from mmtrpts.datasets import VTAB1k
-from mmtrpts.apis.embedded_backbone import patch_coverage
+from mmtrpts.apis.embedded_backbone import object_share_per_patch
 from mmtrpts.datasets.synthetic.mini_vtab import load_object_masks, write_task
 from mmtrpts.models.backbones.token_keep_fuse_vit import TokenKeepFuseViT
 from mmtrpts.datasets.synthetic.tasks import (IMG_SIZE, SOURCE_TASK,
@@ -93,14 +93,14 @@ def test_masks_mark_the_objects_that_carry_the_label():
     assert not TARGET_TASKS['texture'].has_objects and not texture.any()
 
 
-def test_position_labels_and_patch_coverage_on_constructed_masks():
+def test_position_labels_and_object_share_on_constructed_masks():
     masks = np.zeros((3, 8, 8), bool)
     masks[0, 0:2, 0:2] = True  # top-left cell
     masks[1, 6:8, 4:6] = True  # bottom row, third of four columns
     masks[2, 3:5, 3:5] = True  # centroid (4, 4): bottom-right of 2x2
     assert position_labels(masks, 4).tolist() == [0, 14, 10]
     assert position_labels(masks, 2).tolist() == [0, 3, 3]
-    coverage = patch_coverage(masks, (2, 2))  # 4x4-pixel patches
+    coverage = object_share_per_patch(masks, (2, 2))  # 4x4-pixel patches
     assert coverage.shape == (3, 4)
     assert np.allclose(coverage.sum(1), 1)
     assert coverage[0].tolist() == [1, 0, 0, 0]
@@ -189,7 +189,7 @@ def test_pretrain_learns_the_source_task_and_caches(tmp_path):
     backbone.eval()
     with torch.no_grad():
         _, scores = backbone.forward_with_cls_attention(x)
-    on_object = torch.from_numpy(patch_coverage(masks, (8, 8)) > 0)
+    on_object = torch.from_numpy(object_share_per_patch(masks, (8, 8)) > 0)
     for block, attention in enumerate(scores):
         ratio = attention[on_object].mean() / attention[~on_object].mean()
         assert ratio > 3, (block, ratio)

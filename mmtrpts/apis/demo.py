@@ -1,8 +1,8 @@
 """The end-to-end demo on the embedded default (``make demo``).
 
 1. write the generated mini-benchmark (VTAB-1k layout) unless cached;
-2. pre-train the tiny ViT on the generated source task unless cached (in
-   this process, before any run starts);
+2. pre-train the tiny ViT on the generated source task unless cached (two
+   spawned data-parallel processes, before any run starts);
 3. for every method config and task: train with the stock MMEngine runner
    (train800val200), test on the test split (SPT: its sensitivity pass
    first, which writes the allocation its backbone is built from);
@@ -108,14 +108,22 @@ def run_methods(methods: Dict[str, str],
                 rerun: bool = False) -> str:
     """Every method on every task: ``results.{md,json}`` and the table.
 
+    ``results.md`` holds the table, ``results.json`` the rows of every
+    method (per task: ``top1``, ``trainable``, ``total``, ``flops``,
+    ``seconds``, ``threads``, ``log``; a failed run: ``error`` and
+    ``log``).  Call :func:`prepare_demo` first.
+
     Args:
         methods (dict): Table row name -> config file.
         task_classes (dict): Task -> class count (table columns, in order).
         data_root (str): The generated benchmark.
         work_root (str): Parent of the runs' work dirs and of the results.
         cfg_options (dict, optional): Overrides applied to every run.
-        quiet (bool): Runs in worker processes, output in their logs.
-        workers (int, optional): Worker processes.
+        quiet (bool): Runs in single-threaded worker processes, each run's
+            output in its ``run.log``, one console line per run.  False:
+            runs in this process, one at a time, with the runners' output.
+        workers (int, optional): Worker processes (default
+            :func:`~mmtrpts.apis.demo_runs.default_workers`).
         rerun (bool): Ignore the rows of earlier identical runs.
 
     Returns:
@@ -147,48 +155,6 @@ def run_methods(methods: Dict[str, str],
     if failures:
         raise DemoFailure(table, failures)
     return table
-
-
-def run_demo(methods: Dict[str, str],
-             backbone_config: str,
-             cache_dir: str,
-             work_root: str,
-             tasks: Optional[Sequence[str]] = None,
-             cfg_options: Optional[dict] = None,
-             quiet: bool = True,
-             workers: Optional[int] = None,
-             rerun: bool = False) -> str:
-    """Run the demo and return the table (also written to ``work_root``).
-
-    ``results.md`` holds the table, ``results.json`` the rows of every
-    method (per task: ``top1``, ``trainable``, ``total``, ``flops``,
-    ``seconds``, ``threads``, ``log``; a failed run: ``error`` and
-    ``log``).
-
-    Args:
-        methods (dict): Table row name -> config file.
-        backbone_config (str): Config whose ``model.backbone`` is
-            pre-trained on the source task; its ``pretrained`` variable
-            says where the checkpoint goes.
-        cache_dir (str): Where the generated benchmark is written.
-        work_root (str): Parent of the runs' work dirs.
-        tasks (Sequence[str], optional): Generated tasks (default: all).
-        cfg_options (dict, optional): Overrides applied to every run.
-        quiet (bool): Runs in single-threaded worker processes, each run's
-            output in its ``run.log``, one console line per run.  False:
-            runs in this process, one at a time, with the runners' output.
-        workers (int, optional): Worker processes (default
-            :func:`default_workers`).
-        rerun (bool): Ignore the rows of earlier identical runs.
-
-    Raises:
-        DemoFailure: after writing the finished runs' rows, when a run
-            failed.
-    """
-    data_root, task_classes = prepare_demo(backbone_config, cache_dir, tasks,
-                                           quiet)
-    return run_methods(methods, task_classes, data_root, work_root,
-                       cfg_options, quiet, workers, rerun)
 
 
 def run_token_faithfulness(run_work_dir: str,

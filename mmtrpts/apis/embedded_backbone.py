@@ -3,9 +3,12 @@
 The demo and the tests need a pre-trained ViT without any download, so the
 project makes one: the backbone described by a config's ``model.backbone``
 (a tiny ``VisionTransformer``) is trained from scratch on the procedural
-``shapes`` task (:data:`SOURCE_TASK`) with a throw-away linear head, and
-saved as a state-dict-only checkpoint with ``backbone.``-prefixed keys, the
-same format as the converted Google checkpoints, so configs load it with
+``shapes`` task (:data:`SOURCE_TASK`) with two throw-away linear heads
+(object identity, object position) and a term that draws every block's
+[CLS] attention to the object (docs/demo.md §2), in data-parallel spawned
+processes, and saved as a state-dict-only checkpoint of plain
+``VisionTransformer`` keys with the ``backbone.`` prefix, the same format as
+the converted Google checkpoints, so configs load it with
 ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
 
 The result is cached: a checkpoint whose recorded recipe equals the requested
@@ -31,6 +34,7 @@ from tqdm import tqdm
 from ..datasets.synthetic.tasks import SOURCE_TASK, generate, position_labels
 from ..efficiency.common import quiet_logs
 from ..models.backbones.token_keep_fuse_vit import TokenKeepFuseViT
+from ..visualization.token_selection import patch_object_coverage
 
 DEFAULT_RECIPE = dict(
     num_train=8000, num_val=1000, epochs=4, batch_size=64, lr=2e-3,
@@ -65,8 +69,10 @@ def _accuracy(backbone, heads, images, labels, batch_size) -> List[float]:
     return [c / len(images) for c in correct]
 
 
-def patch_coverage(masks: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
-    """Per image, each patch's share of the object pixels (rows sum to 1).
+def object_share_per_patch(masks: np.ndarray,
+                           grid: Tuple[int, int]) -> np.ndarray:
+    """Per image, each patch's share of the object pixels (rows sum to 1):
+    the target of the [CLS]-attention term.
 
     Args:
         masks (np.ndarray): ``bool [N, H, W]`` object masks, none empty.
@@ -76,11 +82,12 @@ def patch_coverage(masks: np.ndarray, grid: Tuple[int, int]) -> np.ndarray:
         np.ndarray: ``float32 [N, h * w]`` over the row-major patch grid.
     """
     num, height, width = masks.shape
-    rows, cols = grid
-    pixels = masks.reshape(num, rows, height // rows, cols,
-                           width // cols).sum(axis=(2, 4)).reshape(
-                               num, -1).astype(np.float32)
-    return pixels / pixels.sum(axis=1, keepdims=True)
+    # pixel fractions k / (ph * pw) are exact in float32; dividing there
+    # gives the correctly rounded k / K of the object's pixel counts
+    coverage = patch_object_coverage(
+        masks, (height // grid[0], width // grid[1])).reshape(
+            num, -1).astype(np.float32)
+    return coverage / coverage.sum(axis=1, keepdims=True)
 
 
 def _source_split(num: int, seed: int, grid: int):
@@ -203,9 +210,7 @@ def _pretrain(backbone_cfg: dict, recipe: dict, progress: bool, rank: int,
     ])
     images, labels, masks = _source_split(recipe['num_train'],
                                           recipe['seed'], grid)
-    coverage = patch_coverage(masks, backbone.patch_resolution)
-    val_images, val_labels, _ = _source_split(recipe['num_val'],
-                                              recipe['seed'] + 1, grid)
+    coverage = object_share_per_patch(masks, backbone.patch_resolution)
     params = list(backbone.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=recipe['lr'],
                                   weight_decay=recipe['weight_decay'])
@@ -241,6 +246,9 @@ def _pretrain(backbone_cfg: dict, recipe: dict, progress: bool, rank: int,
             bar.update(1)
             bar.set_postfix(loss=f'{loss.item():.3f}')
     bar.close()
-    top1 = _accuracy(backbone, heads, val_images, val_labels,
-                     recipe['batch_size']) if rank == 0 else []
-    return backbone, top1
+    if rank != 0:  # only rank 0 scores and saves
+        return backbone, []
+    val_images, val_labels, _ = _source_split(recipe['num_val'],
+                                              recipe['seed'] + 1, grid)
+    return backbone, _accuracy(backbone, heads, val_images, val_labels,
+                               recipe['batch_size'])

@@ -101,6 +101,25 @@ def patch_states(records: Sequence[dict],
     return states
 
 
+def patch_object_coverage(
+        masks: np.ndarray, patch_size: Union[int, Tuple[int,
+                                                       int]]) -> np.ndarray:
+    """Per image and patch, the fraction of the patch's pixels on the object.
+
+    Args:
+        masks (np.ndarray): ``bool [B, H, W]`` object pixels; ``H`` and
+            ``W`` must be multiples of the patch size (the caller checks).
+        patch_size (int | Tuple[int, int]): Pixels per patch.
+
+    Returns:
+        np.ndarray: ``float [B, H / patch_h, W / patch_w]`` in ``[0, 1]``.
+    """
+    patch_h, patch_w = _pair(patch_size)
+    num_images, height, width = masks.shape
+    return masks.reshape(num_images, height // patch_h, patch_h,
+                         width // patch_w, patch_w).mean(axis=(2, 4))
+
+
 @dataclass(frozen=True)
 class FusedObjectShare:
     """How much of what a block fused lies on the object.
@@ -180,8 +199,7 @@ def fused_object_share(
             f'{width // patch_w} grid of {patch_h}x{patch_w} patches; the '
             f'state has a {grid_h}x{grid_w} grid (expected masks of '
             f'{grid_h * patch_h}x{grid_w * patch_w} pixels)')
-    coverage = masks.reshape(num_images, grid_h, patch_h, grid_w,
-                             patch_w).mean(axis=(2, 4))
+    coverage = patch_object_coverage(masks, (patch_h, patch_w))
     fused = state == FUSED
     num_fused = int(fused.sum())
     if num_fused == 0:

@@ -107,7 +107,8 @@ def _finish(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def render_counting(rng: np.random.Generator, label: int) -> np.ndarray:
+def render_counting(rng: np.random.Generator,
+                    label: int) -> Tuple[np.ndarray, np.ndarray]:
     """``label + 1`` non-overlapping objects of random shape and colour."""
     img = _background(rng)
     occupied = np.zeros((IMG_SIZE, IMG_SIZE), bool)
@@ -127,7 +128,8 @@ def render_counting(rng: np.random.Generator, label: int) -> np.ndarray:
     return _finish(img), objects
 
 
-def render_location(rng: np.random.Generator, label: int) -> np.ndarray:
+def render_location(rng: np.random.Generator,
+                    label: int) -> Tuple[np.ndarray, np.ndarray]:
     """One object whose horizontal centre lies in bin ``label`` of 8."""
     img = _background(rng)
     r = rng.uniform(2.0, 3.5)
@@ -139,7 +141,8 @@ def render_location(rng: np.random.Generator, label: int) -> np.ndarray:
     return _finish(img), mask
 
 
-def render_orientation(rng: np.random.Generator, label: int) -> np.ndarray:
+def render_orientation(rng: np.random.Generator,
+                       label: int) -> Tuple[np.ndarray, np.ndarray]:
     """A bar whose angle lies in bin ``label`` of 8 over [0, 180) deg."""
     img = _background(rng)
     angle = np.deg2rad(rng.uniform(label * 22.5 + 2, (label + 1) * 22.5 - 2))
@@ -175,7 +178,8 @@ def texture_field(kind: str, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f'unknown texture {kind!r}, expected one of {TEXTURES}')
 
 
-def render_texture(rng: np.random.Generator, label: int) -> np.ndarray:
+def render_texture(rng: np.random.Generator,
+                   label: int) -> Tuple[np.ndarray, np.ndarray]:
     """The whole image filled with texture family ``label``."""
     img = _background(rng)
     pattern = texture_field(TEXTURES[label], rng)
