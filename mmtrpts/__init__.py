@@ -14,8 +14,9 @@ from .version import __version__
 check_stack()
 
 from . import datasets, engine, models  # noqa: E402,F401
-from .apis import register_model_zoo  # noqa: E402
+from .apis import register_env_zoos, register_model_zoo  # noqa: E402
 
 register_model_zoo()
+register_env_zoos()
 
 __all__ = ['__version__']

@@ -80,11 +80,11 @@ def test_runner_checkpoint_loads_with_mmengines_types_only(tmp_path):
 
 def test_loader_is_registered_only_for_local_files():
     assert CheckpointLoader._get_checkpoint_loader('/a/b.pth') is \
-        checkpoint_loader.load_local_checkpoint
+        checkpoint_loader.load_from_local
     assert CheckpointLoader._get_checkpoint_loader('https://x/b.pth') is \
-        not checkpoint_loader.load_local_checkpoint
+        not checkpoint_loader.load_from_local
     with pytest.raises(FileNotFoundError, match='missing.pth'):
-        checkpoint_loader.load_local_checkpoint('/no/such/missing.pth')
+        checkpoint_loader.load_from_local('/no/such/missing.pth')
     assert checkpoint_loader.patch_mmengine_checkpoint_loader() is False
 
 

@@ -314,13 +314,25 @@ def test_cli_ema_checkpoint_exports_the_chosen_set(run, monkeypatch, capsys):
     assert_same(apply_delta(run['base'], delta), ema)
 
 
-def test_cli_rejects_a_checkpoint_without_selection(run, monkeypatch):
+def test_cli_without_selection_needs_the_base_and_reads_the_changes(
+        run, monkeypatch, capsys):
     path = str(run['tmp'] / 'plain.pth')
     torch.save(dict(meta={}, state_dict=run['trained']), path)
     monkeypatch.setattr(sys, 'argv', [EXPORT, path, path + '.delta'])
-    with pytest.raises(
-            SystemExit, match='not a TR-PTS/masked training checkpoint'):
+    with pytest.raises(SystemExit, match='no selection record.*give --base'):
         _load_tool().main()
+    # With the base, the delta holds exactly the entries that differ.
+    monkeypatch.setattr(
+        sys, 'argv', [EXPORT, path, path + '.delta', '--base',
+                      run['base_path']])
+    _load_tool().main()
+    assert 'the entries that differ from the base' in capsys.readouterr().out
+    delta = torch.load(path + '.delta', weights_only=True)
+    assert_same(apply_delta(run['base'], delta), run['trained'])
+    changed = sum(
+        int((run['trained'][n] != run['base'][n]).sum())
+        for n in run['base'] if n in delta['delta']['sparse'])
+    assert delta['meta']['num_sparse_entries'] == changed > 0
 
 
 def test_non_floating_state_such_as_token_blocks_travels_in_the_delta():

@@ -1,4 +1,4 @@
-from .model_zoo import register_model_zoo
+from .model_zoo import register_env_zoos, register_model_zoo
 from .run_config import (apply_loader_flags, apply_train_flags,
                          resolve_work_dir)
 from .selection import compute_selection, selection_settings
@@ -14,7 +14,8 @@ __all__ = [
     'SENSITIVITY_DEFAULTS', 'TokenInspection', 'TokenInspectionError',
     'allocation_summary', 'apply_loader_flags', 'apply_train_flags',
     'compute_selection', 'compute_sensitivity', 'draw_inspection',
-    'draw_tokens_with_faithfulness', 'inspect_tokens', 'register_model_zoo',
+    'draw_tokens_with_faithfulness', 'inspect_tokens', 'register_env_zoos',
+    'register_model_zoo',
     'resolve_work_dir', 'selection_settings', 'set_task', 'token_faithfulness',
     'token_report'
 ]

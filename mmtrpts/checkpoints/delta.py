@@ -165,6 +165,49 @@ def base_digest(base_state_dict: Mapping[str, Tensor],
     return digest.hexdigest()
 
 
+def changed_entries(state_dict: Mapping[str, Tensor],
+                    base_state_dict: Mapping[str, Tensor],
+                    max_sparse_fraction: float = 0.5) -> dict:
+    """A selection record of what a trained state dict changed.
+
+    For runs that carry no selection record (SPT, RLRR, Sparse-Tuning,
+    full fine-tuning), the record :func:`make_delta` needs is read off the
+    weights: a tensor absent from the base, or of another shape or dtype,
+    is stored in full; a tensor of the base with at most
+    ``max_sparse_fraction`` of its entries changed is stored as those
+    entries (SPT's unstructured part), one with more in full; an unchanged
+    tensor is left out.  The delta is exact by construction.
+
+    Args:
+        state_dict (Mapping[str, Tensor]): The trained model's state dict.
+        base_state_dict (Mapping[str, Tensor]): Its pretrained base.
+        max_sparse_fraction (float): Above this fraction of changed
+            entries a tensor is stored densely. Defaults to 0.5.
+
+    Returns:
+        dict: ``indices`` (int32 flat indices), ``full`` and ``shapes``.
+    """
+    indices, full, shapes = {}, [], {}
+    for name, value in state_dict.items():
+        if not isinstance(value, Tensor):
+            continue
+        ref = base_state_dict.get(name)
+        if (not isinstance(ref, Tensor) or ref.shape != value.shape
+                or ref.dtype != value.dtype):
+            full.append(name)
+            continue
+        changed = (value.detach().cpu().reshape(-1) !=
+                   ref.detach().cpu().reshape(-1)).nonzero().flatten()
+        if changed.numel() == 0:
+            continue
+        if changed.numel() > max_sparse_fraction * value.numel():
+            full.append(name)
+            continue
+        indices[name] = changed.to(torch.int32)
+        shapes[name] = list(value.shape)
+    return dict(indices=indices, full=sorted(full), shapes=shapes)
+
+
 def make_delta(state_dict: Mapping[str, Tensor],
                selection: Mapping,
                base_state_dict: Optional[Mapping[str, Tensor]] = None,

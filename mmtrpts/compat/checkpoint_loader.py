@@ -20,6 +20,11 @@
    ``load_from=DELTA``, ``init_cfg=dict(type='Pretrained',
    checkpoint=DELTA)``, ``mmpretrain.apis.get_model(cfg, pretrained=DELTA)``.
 
+3. **Zoo references.**  ``mmtrpts-zoo://<file>`` in a metafile's
+   ``Weights`` is read from the local zoo folder after a hash check
+   (:mod:`mmtrpts.checkpoints.zoo`), so ``get_model(name, pretrained=True)``
+   works offline.
+
 This is the one place where mmtrpts replaces an existing registration
 (``force=True``): the scheme ``''`` is mmengine's local-file loader and
 there is no other way to change it.  Remote schemes (``http://``,
@@ -34,6 +39,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from ..checkpoints.delta import is_delta
 from ..checkpoints.io import load_checkpoint_file
 from ..checkpoints.merge import merge_checkpoint
+from ..checkpoints.zoo import ZOO_SCHEME, resolve_zoo_file
 
 _MERGE_TOOL = 'tools/model_converters/merge.py delta'
 
@@ -92,7 +98,7 @@ def merge_delta_checkpoint(delta: dict,
                             base_source=base_path)
 
 
-def load_local_checkpoint(filename: str, map_location=None) -> dict:
+def load_from_local(filename: str, map_location=None) -> dict:
     """mmengine's local loader: safe loads, with delta support.
 
     Args:
@@ -110,14 +116,31 @@ def load_local_checkpoint(filename: str, map_location=None) -> dict:
     return checkpoint
 
 
+def load_from_zoo(filename: str, map_location=None) -> dict:
+    """Load ``mmtrpts-zoo://<file>`` from the local zoo, hash checked.
+
+    The file is found and verified by
+    :func:`~mmtrpts.checkpoints.zoo.resolve_zoo_file` (its sha256 must start
+    with the 8 digits in its name), then read like a local file: safely,
+    and a delta merged with its base.
+    """
+    return load_from_local(resolve_zoo_file(filename), map_location)
+
+
 def patch_mmengine_checkpoint_loader() -> bool:
-    """Register :func:`load_local_checkpoint` as mmengine's local loader.
+    """Register :func:`load_from_local` as mmengine's local loader.
+
+    Also registers :func:`load_from_zoo` for the new scheme
+    ``mmtrpts-zoo://`` (a new prefix: no existing loader is replaced).
 
     Returns:
         bool: True if the loader was replaced now, False if it already was.
     """
-    if CheckpointLoader._schemes.get('') is load_local_checkpoint:
+    if ZOO_SCHEME not in CheckpointLoader._schemes:
+        CheckpointLoader.register_scheme(
+            prefixes=ZOO_SCHEME, loader=load_from_zoo)
+    if CheckpointLoader._schemes.get('') is load_from_local:
         return False
     CheckpointLoader.register_scheme(
-        prefixes='', loader=load_local_checkpoint, force=True)
+        prefixes='', loader=load_from_local, force=True)
     return True

@@ -1,4 +1,4 @@
-"""Export a masked (TR-PTS) training checkpoint as a sparse delta.
+"""Export a training checkpoint as a sparse delta against its base.
 
 Example::
 
@@ -7,7 +7,9 @@ Example::
         --base checkpoints/vit-b16_in21k_mmpretrain.pth
 
 The delta holds only the selected entries and the densely trained tensors
-(biases, head, ...).  It loads like a dense checkpoint (``load_from``,
+(biases, head, ...).  A run without a selection record (SPT, RLRR,
+Sparse-Tuning, full fine-tuning) is exported as the entries that differ
+from ``--base`` (then required).  It loads like a dense checkpoint (``load_from``,
 ``init_cfg=dict(type='Pretrained', ...)``, ``get_model(pretrained=...)``)
 once ``mmtrpts`` is imported, reading the base named in its meta; or merge
 it with ``tools/model_converters/merge.py delta``.
@@ -18,8 +20,8 @@ import os.path as osp
 import mmtrpts  # noqa: F401  (stack fixes first)
 import torch
 
-from mmtrpts.checkpoints import (check_plain, delta_size_report, is_delta,
-                                 make_delta)
+from mmtrpts.checkpoints import delta_size_report, is_delta
+from mmtrpts.checkpoints.export import export_checkpoint
 from mmtrpts.checkpoints.io import load_checkpoint_file
 
 
@@ -47,54 +49,19 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def choose_weights(checkpoint: dict, which: str):
-    """Return ``(state_dict, label, key, message)`` for ``--weights``.
-
-    ``label`` is ``'ema'`` or ``'raw'``; ``key`` the checkpoint entry read.
-    """
-    has_ema = 'ema_state_dict' in checkpoint
-    if not has_ema:
-        return (checkpoint['state_dict'], 'raw', 'state_dict',
-                "exporting checkpoint['state_dict']: the trained weights "
-                '(no EMA in this checkpoint)')
-    if which == 'state_dict':
-        return (checkpoint['state_dict'], 'ema', 'state_dict',
-                "exporting checkpoint['state_dict']: the EMA weights "
-                '(EMAHook swapped them in; --weights raw exports the '
-                'trained ones)')
-    # EMAHook stores the raw weights under the averaged model's 'module.'
-    # prefix, next to its 'steps' buffer.
-    ema = checkpoint['ema_state_dict']
-    raw = {k[7:]: v for k, v in ema.items() if k.startswith('module.')}
-    return (raw or dict(ema), 'raw', 'ema_state_dict',
-            "exporting checkpoint['ema_state_dict']: the raw (non-EMA) "
-            'trained weights')
-
-
-def describe_source(path: str, checkpoint: dict, key: str) -> dict:
-    """Plain-python provenance of the exported weights."""
-    meta = checkpoint.get('meta') or {}
-    source = dict(checkpoint=osp.abspath(path), weights_key=key)
-    for name in ('epoch', 'iter'):
-        if meta.get(name) is not None:
-            source[name] = int(meta[name])
-    for name in ('experiment_name', 'mmengine_version', 'time'):
-        if isinstance(meta.get(name), str):
-            source[name] = meta[name]
-    return source
-
-
 def main() -> None:
     args = parse_args()
     # A runner checkpoint: read with MMEngine's own types allow-listed,
     # never executing code from the file.
     checkpoint = load_checkpoint_file(args.checkpoint, map_location='cpu')
-    if not isinstance(checkpoint, dict) or 'selection' not in checkpoint:
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        raise SystemExit(f"{args.checkpoint}: not a training checkpoint (no "
+                         "'state_dict')")
+    if 'selection' not in checkpoint and not args.base:
         raise SystemExit(
-            f'{args.checkpoint}: not a TR-PTS/masked training checkpoint '
-            "(no 'selection' record; it is written by FisherSelectionHook)")
-    state_dict, label, key, message = choose_weights(checkpoint, args.weights)
-    print(message)
+            f'{args.checkpoint}: no selection record (FisherSelectionHook '
+            'writes one); without it the changed entries are read against '
+            'the pretrained base: give --base')
     base_state = None
     if args.base:
         base = load_checkpoint_file(args.base, map_location='cpu')
@@ -102,19 +69,13 @@ def main() -> None:
             raise SystemExit(f'{args.base} is itself a delta; merge it first '
                              'with tools/model_converters/merge.py delta')
         base_state = base.get('state_dict', base)
-    delta = make_delta(
-        state_dict,
-        checkpoint['selection'],
+    delta, state_dict, message = export_checkpoint(
+        checkpoint,
+        args.checkpoint,
         base_state_dict=base_state,
-        weights=label,
-        source=describe_source(args.checkpoint, checkpoint, key),
-        base_checkpoint=args.base_path_in_meta or args.base)
-    dataset_meta = (checkpoint.get('meta') or {}).get('dataset_meta')
-    try:
-        check_plain(dataset_meta, 'dataset_meta')
-        delta['meta']['dataset_meta'] = dataset_meta
-    except TypeError as error:
-        print(f'dataset_meta not kept: {error}')
+        base_checkpoint=args.base_path_in_meta or args.base,
+        weights=args.weights)
+    print(message)
     if base_state is None:
         print('no --base: unchecked whether anything outside the selection '
               'changed, and the delta names no base checkpoint')
