@@ -6,6 +6,9 @@
 #   off, which is fuse='drop', §5.1), no keep-rate warm-up (§5.2);
 # - the stage-sum Dense Adapter of the released code (768 -> 64 -> 32,
 #   §2a); dense='paper' selects the paper figure's variant (§2b);
+# - the adapters start from the released code's effective init: timm's
+#   re-init of every nn.Linear, trunc-normal(0.02) weights and zero biases,
+#   so they do not output 0 at step 0 (branch_init='reference', §2e);
 # - trainable: the adapters (1,314,432) and the head only;
 # - head: BatchNorm1d(affine=False, eps 1e-6) + Linear, weight trunc-normal
 #   0.01, bias 0 (§2d).
@@ -19,7 +22,8 @@ model = dict(
         keep_round='ceil',
         fuse='sum',
         dense='stage_sum',
-        adapter_cfg=dict(hidden_dims=64, inner_dims=32)),
+        adapter_cfg=dict(hidden_dims=64, inner_dims=32),
+        branch_init='reference'),
     head=dict(
         type='BNLinearClsHead',
         with_bn=True,

@@ -14,10 +14,16 @@ model = dict(
         # LoRA (parallel, mergeable) of rank 8; 'adapter' for SPT-Adapter
         structured_type='lora',
         rank=8,
-        # structured modules: Dropout 0.1 on the input, DropPath 0.1 on
-        # the output (docs/methods/spt.md §2)
+        # structured modules: Dropout 0.1 on the input (none on attn.proj),
+        # DropPath 0.1 on the output (docs/methods/spt.md §2)
         module_dropout=0.1,
         module_drop_path=0.1,
+        # parity with the reference code (docs/methods/spt.md §2.1): one
+        # input-dropout mask shared by a layer's LoRAs (q, k, v), and the
+        # branches start from the reference's effective init,
+        # trunc-normal(0.02) weights and zero biases (not zero B / up)
+        module_dropout_mask='shared',
+        branch_init='reference',
         sensitivity_file=None))
 
 # Stage 1 (tools/compute_sensitivity.py, mmtrpts.apis.compute_sensitivity):

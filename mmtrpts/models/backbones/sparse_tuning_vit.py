@@ -5,6 +5,7 @@ import torch
 from mmengine.logging import print_log
 from mmpretrain.registry import MODELS
 
+from ..peft.branch_init import check_branch_init
 from ..peft.dense_adapter import (DENSE_MODES, build_dense_adapters,
                                   stage_sum_schedule)
 from ..utils.token_keep_fuse import keep_fuse
@@ -38,14 +39,29 @@ class SparseTuningViT(MethodStateMixin, TokenKeepFuseViT):
       stages follow ``keep_layers``, which must be non-empty and exclude
       block 0 (checked at construction and, after ``set_keep_layers`` or a
       loaded ``keep_layer_mask``, at every forward); ``keep_rate=1.0``
-      keeps the stages without pruning.  Adapter outputs are 0 at
-      initialisation, but because of the re-added embeddings the output is
-      *not* the frozen ViT's.
+      keeps the stages without pruning.  With ``branch_init='zero'`` the
+      adapter outputs are 0 at initialisation, but because of the re-added
+      embeddings the output is *not* the frozen ViT's.
     - ``'paper'``: the paper figure.  Each adapter also reads the outputs of
       all earlier adapters, each with its own down-projection; at a pruning
       block the stored outputs are reduced with the stream's keep/fuse
       selection (same kept indices, same fusion weights).  No stage sums;
-      at initialisation the output equals :class:`TokenKeepFuseViT`'s.
+      with ``branch_init='zero'`` the output at initialisation equals
+      :class:`TokenKeepFuseViT`'s.
+
+    ``branch_init`` (docs/methods/sparse_tuning.md §2e): ``'zero'`` (the
+    class default, kept for the embedded demo) initialises the adapters as
+    the released ``Adapter`` class writes it (zero up-projections, output
+    0); ``'reference'`` (the benchmark model base
+    ``configs/_base_/models/sparse-tuning_vit-b16_in21k.py``) reproduces
+    the state the released code trains from: its ``VisionTransformer``
+    re-initialises every ``nn.Linear``, the adapters' included, to
+    trunc-normal(0.02) with zero bias before the pre-trained weights are
+    loaded, so the adapters do not output 0 at step 0.  Either way the
+    adapters are initialised in :meth:`init_weights` *before* a
+    ``Pretrained`` ``init_cfg`` is loaded (MMEngine loads it last), so
+    neither the pre-trained weights nor adapters held by the checkpoint
+    are overwritten.
 
     **Trainable set.** Fixed here, in ``__init__``: only the adapters
     (``adapters.*``) train in the backbone -- [CLS], positions, blocks and
@@ -66,7 +82,8 @@ class SparseTuningViT(MethodStateMixin, TokenKeepFuseViT):
         ...     keep_round='ceil',
         ...     fuse='sum',  # fusing ON: the reference CLI's default is off
         ...     dense='stage_sum',
-        ...     adapter_cfg=dict(hidden_dims=64, inner_dims=32))
+        ...     adapter_cfg=dict(hidden_dims=64, inner_dims=32),
+        ...     branch_init='reference')  # the released code's effective init
 
     Args:
         keep_rate (float): Fraction of candidate tokens kept in a pruning
@@ -84,6 +101,8 @@ class SparseTuningViT(MethodStateMixin, TokenKeepFuseViT):
             ``'stage_sum'``, ``dict(hidden_dims=64)`` for ``'paper'``.
         detach_scores (bool): Stop gradients through the fusion weights.
             Defaults to False.
+        branch_init (str): ``'zero'`` (default) or ``'reference'`` (see
+            above and :mod:`mmtrpts.models.peft.branch_init`).
         *args, **kwargs: ``VisionTransformer`` arguments (``out_type``
             ``'featmap'`` is not supported).
     """
@@ -92,10 +111,12 @@ class SparseTuningViT(MethodStateMixin, TokenKeepFuseViT):
                  keep_layers=(3, 6, 9), keep_round: str = 'ceil',
                  fuse: str = 'sum', dense: str = 'stage_sum',
                  adapter_cfg: Optional[dict] = None,
-                 detach_scores: bool = False, **kwargs):
+                 detach_scores: bool = False, branch_init: str = 'zero',
+                 **kwargs):
         if dense not in DENSE_MODES:
             raise ValueError(f'dense must be one of {DENSE_MODES}, got '
                              f'{dense!r}')
+        check_branch_init(branch_init)
         if kwargs.get('out_type') == 'featmap':
             raise ValueError("out_type='featmap' needs the full patch grid, "
                              'which token pruning removes; use '
@@ -104,8 +125,9 @@ class SparseTuningViT(MethodStateMixin, TokenKeepFuseViT):
                          keep_round=keep_round, fuse=fuse,
                          detach_scores=detach_scores, **kwargs)
         self.dense = dense
+        self.branch_init = branch_init
         self.adapters = build_dense_adapters(dense, self.embed_dims,
-                                             self.num_layers,
+                                             self.num_layers, branch_init,
                                              **(adapter_cfg or {}))
         self.set_keep_layers(keep_layers)
         if dense == 'stage_sum':  # the stages follow keep_layers: check
@@ -116,7 +138,8 @@ class SparseTuningViT(MethodStateMixin, TokenKeepFuseViT):
         total = sum(p.numel() for p in self.parameters())
         print_log(
             f'SparseTuningViT: keep_rate={keep_rate} ({keep_round}) in '
-            f'blocks {self.keep_layers}, fuse={fuse!r}, dense={dense!r}; '
+            f'blocks {self.keep_layers}, fuse={fuse!r}, dense={dense!r}, '
+            f'branch_init={branch_init!r}; '
             f'trainable {trainable:,} / {total:,} backbone parameters '
             '(Dense Adapters only)', logger='current')
 
@@ -173,4 +196,5 @@ class SparseTuningViT(MethodStateMixin, TokenKeepFuseViT):
         return list(reduced.split(self.embed_dims, dim=-1))
 
     def extra_repr(self) -> Optional[str]:
-        return f'{super().extra_repr()}, dense={self.dense!r}'
+        return (f'{super().extra_repr()}, dense={self.dense!r}, '
+                f'branch_init={self.branch_init!r}')

@@ -11,13 +11,16 @@ from mmpretrain.registry import MODELS
 
 from ...selection.spt_allocation import (is_scored, trainable_indices,
                                          validate_allocation)
+from ..peft.branch_init import check_branch_init
 from ..peft.spt_modules import CHECKSUM_BUFFER, SPTAdapter, SPTLinear, \
     SPTLoRA
 from .method_state import MethodStateMixin
 
 #: ``SPTViT`` arguments that ``VisionTransformer`` does not take.
 SPT_ARGS = ('sensitivity_file', 'structured_type', 'rank', 'module_dropout',
-            'module_drop_path')
+            'module_drop_path', 'module_dropout_mask', 'branch_init')
+#: Values of ``SPTViT(module_dropout_mask=...)``.
+DROPOUT_MASKS = ('per_branch', 'shared')
 _PROJ = 'attn.proj.weight'
 
 
@@ -72,10 +75,22 @@ class SPTViT(MethodStateMixin, VisionTransformer):
     loading one trained with another allocation raises.  The same
     allocation file is needed to build the model for testing.
 
+    **Parity with the reference code** (docs/methods/spt.md §2.1).  The
+    class defaults keep this project's original behaviour (the embedded
+    demo's numbers were made with it); the benchmark model base
+    ``configs/_base_/models/spt-lora_vit-b16_in21k.py`` selects the
+    reference with ``branch_init='reference'`` and
+    ``module_dropout_mask='shared'``.  The branches on ``attn.proj`` (LoRA
+    and Adapter) never have an input dropout, as in the reference.
+
     Example:
         >>> backbone = dict(
         ...     type='SPTViT', arch='b', img_size=224, patch_size=16,
         ...     drop_path_rate=0.1, structured_type='lora', rank=8,
+        ...     module_dropout=0.1, module_drop_path=0.1,
+        ...     # the state the reference trains from (docs/methods/spt.md
+        ...     # §2.1): trunc-normal(0.02) branches, one q/k/v dropout mask
+        ...     branch_init='reference', module_dropout_mask='shared',
         ...     sensitivity_file='data/sensitivity/spt-lora_cifar100_0.4M.pth',
         ...     init_cfg=dict(type='Pretrained', prefix='backbone.',
         ...                   checkpoint='data/checkpoints/vit-b16_in21k.pth'))
@@ -87,23 +102,42 @@ class SPTViT(MethodStateMixin, VisionTransformer):
         rank (int): Rank of the structured modules; must match the file.
             Defaults to 8.
         module_dropout (float): Input dropout of the structured modules
-            (LoRA on attn.proj has none, docs/methods/spt.md §2). Defaults to
-            0.1.
+            (the LoRA or Adapter on attn.proj has none, docs/methods/spt.md
+            §2). Defaults to 0.1.
         module_drop_path (float): Output drop-path of the structured
             modules. Defaults to 0.1.
+        module_dropout_mask (str): ``'per_branch'`` (default): every branch
+            draws its own input-dropout mask; ``'shared'`` (the reference):
+            the parallel (LoRA) branches of one layer -- the q, k and v
+            LoRAs of the fused qkv -- see one dropped copy of the layer
+            input.  Sequential Adapters read their own output rows, so both
+            modes are the same for them.
+        branch_init (str): ``'zero'`` (default): Kaiming-uniform down- and
+            zero up-projections, step 0 is the pre-trained model;
+            ``'reference'``: every branch projection trunc-normal(0.02)
+            with zero bias (:mod:`mmtrpts.models.peft.branch_init`).
+            Applied in :meth:`init_weights` after the pre-trained
+            checkpoint is loaded, to the branches only.
         *args, **kwargs: ``VisionTransformer`` arguments.
     """
 
     def __init__(self, *args, sensitivity_file: str,
                  structured_type: str = 'lora', rank: int = 8,
                  module_dropout: float = 0.1, module_drop_path: float = 0.1,
-                 **kwargs):
+                 module_dropout_mask: str = 'per_branch',
+                 branch_init: str = 'zero', **kwargs):
+        if module_dropout_mask not in DROPOUT_MASKS:
+            raise ValueError(f'module_dropout_mask must be one of '
+                             f'{DROPOUT_MASKS}, got {module_dropout_mask!r}')
+        check_branch_init(branch_init)
         super().__init__(*args, **kwargs)
         allocation = load_allocation(sensitivity_file)
         self._check_allocation(allocation, sensitivity_file,
                                structured_type, rank)
         self.sensitivity_file = sensitivity_file
         self.structured_type = structured_type
+        self.module_dropout_mask = module_dropout_mask
+        self.branch_init = branch_init
         self.spt_counts = dict(allocation['counts'])
         self._add_structured(allocation, rank, module_dropout,
                              module_drop_path)
@@ -149,14 +183,19 @@ class SPTViT(MethodStateMixin, VisionTransformer):
                 raise TypeError(f'{param} is not the weight of an nn.Linear; '
                                 'SPT structures nn.Linear weights only')
             is_proj = param.endswith(_PROJ)
+            parallel = self.structured_type == 'lora' or is_proj
+            # The reference feeds the proj branch (LoRA or Adapter) its
+            # input without dropout; with a shared mask, a parallel layer
+            # drops its input once for all its branches.
+            layer_dropout = 0. if is_proj else dropout
+            shared = parallel and self.module_dropout_mask == 'shared'
             layer = SPTLinear(
-                linear, self.structured_type,
-                parallel=self.structured_type == 'lora' or is_proj)
+                linear, self.structured_type, parallel=parallel,
+                shared_dropout=layer_dropout if shared else 0.)
             for label in slices:
                 layer.add_branch(
-                    label, rank,
-                    dropout=0. if is_proj and self.structured_type == 'lora'
-                    else dropout, drop_path=drop_path)
+                    label, rank, dropout=0. if shared else layer_dropout,
+                    drop_path=drop_path, branch_init=self.branch_init)
             parent, _, child = module_name.rpartition('.')
             setattr(self.get_submodule(parent), child, layer)
 
@@ -182,11 +221,30 @@ class SPTViT(MethodStateMixin, VisionTransformer):
         }
 
     def init_weights(self) -> None:
-        # VisionTransformer's layers re-initialise every nn.Linear of their
-        # FFN (the branches included); SPT's own init is applied last.
-        super().init_weights()
-        for module in self.modules():
-            if isinstance(module, (SPTLoRA, SPTAdapter)):
+        """Initialise, load ``init_cfg``'s checkpoint, then the branches.
+
+        ``VisionTransformer``'s layers re-initialise every ``nn.Linear`` of
+        their FFN (the fc1/fc2 Adapter branches included) and MMEngine
+        loads a ``Pretrained`` checkpoint last, so the branches'
+        ``branch_init`` is applied after both.  It touches the branch
+        parameters only -- never the (loaded) ``weight``/``bias`` of the
+        layers they extend -- and skips every branch that the checkpoint
+        held (an ``init_cfg`` pointing at a trained SPT checkpoint).
+        """
+        loaded: Set[str] = set()
+
+        def record(state_dict, prefix, *args, **kwargs) -> None:
+            loaded.update(key[len(prefix):] for key in state_dict
+                          if key.startswith(prefix))
+
+        handle = self._register_load_state_dict_pre_hook(record)
+        try:
+            super().init_weights()
+        finally:
+            handle.remove()
+        for name, module in self.named_modules():
+            if isinstance(module, (SPTLoRA, SPTAdapter)) and not any(
+                    key.startswith(f'{name}.') for key in loaded):
                 module.reset_parameters()
 
     def _check_checksum(self, state_dict, prefix, *args, **kwargs) -> None:

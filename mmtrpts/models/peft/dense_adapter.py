@@ -21,6 +21,14 @@ result must say which one it used:
     "..."), where ``S`` reduces an earlier output with the same keep/fuse
     selections as the stream.  No stage sums.  Which variant produced the
     paper's numbers is unknown; no checkpoints were released.
+
+Both take ``branch_init`` (:mod:`~mmtrpts.models.peft.branch_init`):
+``'zero'`` (default) is the adapter's own constructor init (Kaiming-uniform
+downs, zero ups and biases: output exactly 0); ``'reference'`` is the state
+the released code trains from -- its ``VisionTransformer`` re-initialises
+every ``nn.Linear`` afterwards (``self.apply(_init_vit_weights)``), so all
+projections are trunc-normal(0.02) with zero biases and the adapters do not
+output 0 at step 0 (docs/methods/sparse_tuning.md §2e).
 """
 import math
 from typing import List, Sequence, Tuple
@@ -29,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
+
+from .branch_init import check_branch_init, reference_init_linears_
 
 DENSE_MODES = ('stage_sum', 'paper')
 
@@ -45,8 +55,11 @@ class StageSumAdapter(BaseModule):
         h  = D3 [s1; s2] + h0     D3: inner + hidden -> hidden
         out = U2 h                U2: hidden -> C
 
-    D1, D2, D3 weights are Kaiming-uniform (a = sqrt(5)), U1 and U2 weights
-    and all biases zero, so the output is exactly 0 at initialisation.
+    ``branch_init='zero'``: D1, D2, D3 weights are Kaiming-uniform
+    (a = sqrt(5)), U1 and U2 weights and all biases zero, so the output is
+    exactly 0 at initialisation.  ``'reference'``: all five weights
+    trunc-normal(0.02), all biases zero (the released code's effective
+    init; about 0.06 per output channel on a unit-variance ViT-B input).
     ViT-B with the released sizes (768 -> 64 -> 32) has 109,536 parameters
     per adapter; the reference's commented-out wider variant is
     ``hidden_dims=256, inner_dims=128``.
@@ -55,11 +68,14 @@ class StageSumAdapter(BaseModule):
         embed_dims (int): Channels C of the residual stream.
         hidden_dims (int): Width of D1/U1/D3. Defaults to 64.
         inner_dims (int): Width of D2. Defaults to 32.
+        branch_init (str): ``'zero'`` or ``'reference'``. Defaults to
+            ``'zero'``.
     """
 
     def __init__(self, embed_dims: int, hidden_dims: int = 64,
-                 inner_dims: int = 32):
+                 inner_dims: int = 32, branch_init: str = 'zero'):
         super().__init__()
+        self.branch_init = check_branch_init(branch_init)
         self.down1 = nn.Linear(embed_dims, hidden_dims)
         self.down2 = nn.Linear(hidden_dims, inner_dims)
         self.up1 = nn.Linear(inner_dims, hidden_dims)
@@ -68,8 +84,9 @@ class StageSumAdapter(BaseModule):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Zero output: Kaiming-uniform downs, zero ups and biases."""
-        _init_projections([self.down1, self.down2, self.down3],
+        """``'zero'``: Kaiming-uniform downs, zero ups and biases (output
+        0); ``'reference'``: every Linear trunc-normal(0.02), zero bias."""
+        _init_projections(self, [self.down1, self.down2, self.down3],
                           [self.up1, self.up2])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -87,18 +104,24 @@ class PaperDenseAdapter(BaseModule):
     ``down[0]`` for the block's stream, ``down[j + 1]`` for the (already
     token-reduced) output of adapter ``j``.  Only ``down[0]`` has a bias
     (several biases summed before the ReLU are one bias).  Initialised like
-    :class:`StageSumAdapter`: Kaiming-uniform downs, zero up-projection and
-    biases, so the output is 0 at initialisation.
+    :class:`StageSumAdapter`: ``branch_init='zero'`` gives Kaiming-uniform
+    downs and a zero up-projection and biases, so the output is 0 at
+    initialisation; ``'reference'`` applies the released code's timm init
+    to every Linear (trunc-normal 0.02, zero bias) -- the reference has no
+    such adapter, this is what its initialisation would do to one.
 
     Args:
         embed_dims (int): Channels C of the residual stream.
         num_inputs (int): The stream plus the earlier adapters (``N + 1``).
         hidden_dims (int): Bottleneck width. Defaults to 64.
+        branch_init (str): ``'zero'`` or ``'reference'``. Defaults to
+            ``'zero'``.
     """
 
     def __init__(self, embed_dims: int, num_inputs: int,
-                 hidden_dims: int = 64):
+                 hidden_dims: int = 64, branch_init: str = 'zero'):
         super().__init__()
+        self.branch_init = check_branch_init(branch_init)
         if num_inputs < 1:
             raise ValueError(f'num_inputs must be >= 1, got {num_inputs}')
         self.down = nn.ModuleList(
@@ -108,8 +131,9 @@ class PaperDenseAdapter(BaseModule):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Zero output: Kaiming-uniform downs, zero up and biases."""
-        _init_projections(list(self.down), [self.up])
+        """``'zero'``: Kaiming-uniform downs, zero up and biases (output
+        0); ``'reference'``: every Linear trunc-normal(0.02), zero bias."""
+        _init_projections(self, list(self.down), [self.up])
 
     def forward(self, x: Tensor, earlier: Sequence[Tensor]) -> Tensor:
         """``earlier``: the outputs of all earlier adapters, on ``x``'s
@@ -123,8 +147,11 @@ class PaperDenseAdapter(BaseModule):
         return self.up(F.relu(hidden))
 
 
-def _init_projections(downs: Sequence[nn.Linear],
+def _init_projections(adapter: nn.Module, downs: Sequence[nn.Linear],
                       ups: Sequence[nn.Linear]) -> None:
+    if adapter.branch_init == 'reference':
+        reference_init_linears_(adapter)
+        return
     with torch.no_grad():
         for layer in downs:
             nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
@@ -136,6 +163,7 @@ def _init_projections(downs: Sequence[nn.Linear],
 
 
 def build_dense_adapters(dense: str, embed_dims: int, num_layers: int,
+                         branch_init: str = 'zero',
                          **adapter_kwargs) -> nn.ModuleList:
     """One Dense Adapter per block.
 
@@ -143,6 +171,8 @@ def build_dense_adapters(dense: str, embed_dims: int, num_layers: int,
         dense (str): ``'stage_sum'`` or ``'paper'`` (see the module doc).
         embed_dims (int): Channels of the residual stream.
         num_layers (int): Number of blocks.
+        branch_init (str): ``'zero'`` (default) or ``'reference'`` (see the
+            module doc).
         **adapter_kwargs: :class:`StageSumAdapter` (``hidden_dims``,
             ``inner_dims``) or :class:`PaperDenseAdapter` (``hidden_dims``)
             arguments.
@@ -152,11 +182,15 @@ def build_dense_adapters(dense: str, embed_dims: int, num_layers: int,
         (a backbone's ``Pretrained`` init is applied after them).
     """
     if dense == 'stage_sum':
-        adapters = [StageSumAdapter(embed_dims, **adapter_kwargs)
-                    for _ in range(num_layers)]
+        adapters = [
+            StageSumAdapter(embed_dims, branch_init=branch_init,
+                            **adapter_kwargs) for _ in range(num_layers)
+        ]
     elif dense == 'paper':
-        adapters = [PaperDenseAdapter(embed_dims, i + 1, **adapter_kwargs)
-                    for i in range(num_layers)]
+        adapters = [
+            PaperDenseAdapter(embed_dims, i + 1, branch_init=branch_init,
+                              **adapter_kwargs) for i in range(num_layers)
+        ]
     else:
         raise ValueError(f'dense must be one of {DENSE_MODES}, got {dense!r}')
     return ModuleList(adapters)
