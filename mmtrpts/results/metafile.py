@@ -8,7 +8,9 @@ selection at the shallowest and at the deepest ``n`` blocks.  TR-PTS picks
 its blocks after the Fisher pass (the parameter-sparsest ones), so a
 config's FLOPs lie between the two; the entry's ``FLOPs`` is the upper
 bound and ``FLOPs range`` both.  Entries carry no ``Results`` and no
-``Weights``: those are added by hand from real runs only.
+``Weights``: ``tools/misc/publish_zoo.py`` adds them from finished runs
+(:mod:`.zoo`), and :func:`keep_published` carries them over when a metafile
+is generated again.
 """
 import os.path as osp
 from typing import Dict, List
@@ -17,6 +19,45 @@ import torch
 from mmengine.config import Config
 
 from ..complexity.flops import count_flops
+
+
+#: Metadata keys the zoo publisher writes (kept on regeneration).
+PUBLISHED_METADATA = ('Base checkpoint', 'Trainable parameters',
+                      'Token selection blocks')
+
+
+def model_name(config: str) -> str:
+    """``<config folder>_<config name>``: a config's model-zoo name.
+
+    E.g. ``configs/trpts/vit-b_cub.py`` -> ``trpts_vit-b_cub``.
+    """
+    folder = osp.basename(osp.dirname(osp.abspath(config)))
+    return f'{folder}_{osp.splitext(osp.basename(config))[0]}'
+
+
+def keep_published(entries: List[Dict], previous: List[Dict]) -> List[Dict]:
+    """Carry ``Results``, ``Weights`` and the published metadata over.
+
+    Args:
+        entries (list[dict]): Freshly generated ``Models`` entries.
+        previous (list[dict]): The entries of the metafile being replaced.
+
+    Returns:
+        list[dict]: ``entries``, each with what the publisher had added to
+        the previous entry of its name.
+    """
+    old = {m['Name']: m for m in previous}
+    for entry in entries:
+        before = old.get(entry['Name'])
+        if not before:
+            continue
+        for key in PUBLISHED_METADATA:
+            if key in (before.get('Metadata') or {}):
+                entry['Metadata'][key] = before['Metadata'][key]
+        for key in ('Results', 'Weights'):
+            if key in before:
+                entry[key] = before[key]
+    return entries
 
 
 def _placement_flops(model: torch.nn.Module, num_blocks: int,
@@ -46,11 +87,18 @@ def metafile_entry(config: str, name: str, collection: str,
 
     Returns:
         dict: ``Name``, ``Metadata`` (``FLOPs``, ``FLOPs range``,
-        ``Parameters``, ``Trainable budget``, ``Training Data``), ``In
-        Collection`` and ``Config``.
+        ``Parameters``, ``Trainable budget`` (a fraction; SPT: ``Trainable
+        budget (M)``, parameters before its allocation), ``Training
+        Data``), ``In Collection`` and ``Config``.
     """
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(config)
+    spt = 'sensitivity_file' in cfg.model.backbone
+    if spt:
+        # SPT's LoRA / Adapter modules follow its allocation file, written by
+        # the sensitivity pass (stage 1) on the data: before it, count the
+        # model without them (the budget says how many they add).
+        cfg.model.backbone.sensitivity_file = None
     model = MODELS.build(cfg.model).eval()
     hooks = [h for h in cfg.get('custom_hooks', [])
              if h.get('type') == 'FisherSelectionHook']
@@ -66,6 +114,8 @@ def metafile_entry(config: str, name: str, collection: str,
                                         backbone_only=True)
     if hooks and hooks[0].get('target_ratio') is not None:
         metadata['Trainable budget'] = float(hooks[0]['target_ratio'])
+    if spt:
+        metadata['Trainable budget (M)'] = float(cfg.sensitivity_cfg.budget)
     metadata['Training Data'] = training_data
     return {
         'Name': name,

@@ -46,6 +46,7 @@ from ..checkpoints.io import load_checkpoint_file
 from ..checkpoints.zoo import ZOO_SCHEME, zoo_file_name
 from ..datasets.fgvc_meta import FGVC_DATASETS
 from ..utils.hashing import sha256_file
+from .metafile import model_name
 from .runs import SWEEP_RECORD, RunResult, read_run
 
 __all__ = [
@@ -156,9 +157,8 @@ def _dumped_config(run_dir: str, source: Optional[str]) -> str:
 
 
 def zoo_model_name(config: str, task: Optional[str], per_task: bool) -> str:
-    """``<config folder>_<config name>``, plus ``-<task>`` if per task."""
-    folder = osp.basename(osp.dirname(osp.abspath(config)))
-    name = f'{folder}_{osp.splitext(osp.basename(config))[0]}'
+    """:func:`~.metafile.model_name`, plus ``-<task>`` if per task."""
+    name = model_name(config)
     if per_task:
         if not task:
             raise ValueError(f'{config}: a per-task run without a task')
