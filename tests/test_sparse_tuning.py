@@ -1,18 +1,15 @@
-"""Sparse-Tuning: Dense Adapters, SparseTuningViT, BNLinearClsHead, configs.
+"""Sparse-Tuning: Dense Adapters, SparseTuningViT, BNLinearClsHead.
 
 The stage-sum forward is checked against a line-by-line transcription of
 the released code's loop (docs/methods/sparse_tuning.md §2a table); ViT-B/16
-shapes, parameter counts and FLOPs against §1/§2a/§4; the benchmark configs
-train 2 iterations on the generated trees (``benchmark_data.TINY``); the
-embedded config learns a generated task.
+shapes, parameter counts and FLOPs against §1/§2a/§4; the embedded config
+learns a generated task (the benchmark configs: test_method_configs.py).
 """
-import glob
 import os.path as osp
 
 import pytest
 import torch
 import torch.nn.functional as F
-from benchmark_data import tiny_smoke_options
 from conftest import REPO
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -34,15 +31,6 @@ TINY12 = dict(
     patch_size=8)
 TINY_TOKENS = [17] * 3 + [14] * 3 + [12] * 3 + [10] * 3
 VIT_B = dict(arch='b', img_size=224, patch_size=16)
-SPARSE_CONFIGS = sorted(
-    glob.glob(osp.join(REPO, 'configs', 'sparse-tuning', '*.py')))
-# (dataset type, data-set key, classes)
-EXPECTED = {
-    'vit-b_cub.py': ('FGVC', 'cub', 200),
-    'vit-b_vtab1k-cifar100.py': ('VTAB1k', 'cifar', 100),
-    'vit-b_vtab1k-camelyon.py': ('VTAB1k', 'patch_camelyon', 2),
-    'vit-b_vtab1k-dsprites-loc.py': ('VTAB1k', 'dsprites_loc', 16),
-}
 EMBEDDED = osp.join(REPO, 'configs', 'embedded',
                     'vit-tiny_sparse-tuning_mini-vtab.py')
 
@@ -373,55 +361,6 @@ def test_vit_b_gflops_between_pruned_and_dense(vit_b):
     # The adapters' matmuls on the post-pruning tokens (3 blocks each at
     # 197, 140, 100, 72 tokens), 108,544 MACs per token.
     assert ours - no_adapters == 3 * (197 + 140 + 100 + 72) * 108_544
-
-
-# -- configs -----------------------------------------------------------------
-def test_one_config_per_benchmark_group():
-    assert sorted(osp.basename(c) for c in SPARSE_CONFIGS) == \
-        sorted(EXPECTED)
-
-
-@pytest.mark.parametrize('config', SPARSE_CONFIGS, ids=osp.basename)
-def test_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
-    cfg = Config.fromfile(config)
-    dataset_type, key, num_classes = EXPECTED[osp.basename(config)]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        dataset = cfg[loader].dataset
-        assert dataset.type == dataset_type
-        assert dataset['task' if dataset_type == 'VTAB1k' else 'dataset'] \
-            == key
-    assert cfg.model.head.num_classes == cfg.data_preprocessor.num_classes \
-        == num_classes
-    backbone = cfg.model.backbone
-    assert (backbone.type, backbone.keep_rate, backbone.keep_layers,
-            backbone.keep_round, backbone.fuse,
-            backbone.dense) == ('SparseTuningViT', 0.7, (3, 6, 9), 'ceil',
-                                'sum', 'stage_sum')
-    assert (cfg.model.head.type, cfg.model.head.with_bn) == ('BNLinearClsHead',
-                                                             True)
-    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
-    assert cfg.optim_wrapper.optimizer.weight_decay == 0
-    assert cfg.train_cfg.max_epochs == 100
-    assert cfg.param_scheduler[0].end == 10  # warm-up epochs
-    assert cfg.train_dataloader.batch_size * 8 == \
-        cfg.auto_scale_lr.base_batch_size == 64
-    assert cfg.train_dataloader.drop_last
-    assert ('augments' in cfg.model.get('train_cfg', {})) == (
-        dataset_type == 'FGVC')
-
-    cfg.merge_from_dict(
-        tiny_smoke_options(dataset_type, benchmark_roots, str(tmp_path)))
-    cfg.log_level = 'WARNING'
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    assert runner.iter == 2  # 4 images, batch 2, one epoch
-    assert 0 <= runner.test()['accuracy/top1'] <= 100
-    trainable = {
-        n
-        for n, p in runner.model.named_parameters() if p.requires_grad
-    }
-    assert trainable and all(
-        n.startswith(('backbone.adapters.', 'head.')) for n in trainable)
 
 
 def test_embedded_config_learns_a_generated_task(mini_vtab, tmp_path):

@@ -1,5 +1,5 @@
-"""SPT: SPTViT, exact masked updates, merging, tools, configs, a real run."""
-import glob
+"""SPT: SPTViT, exact masked updates, merging, tools, a real run (the
+benchmark configs: test_method_configs.py)."""
 import os.path as osp
 import re
 import runpy
@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from benchmark_data import tiny_smoke_options
 from conftest import PYTHON, REPO, assert_ok, run_tool, write_tiny_config
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
@@ -28,7 +27,6 @@ TINY_ARCH = dict(
     embed_dims=32, num_layers=2, num_heads=2, feedforward_channels=64)
 VIT = dict(arch=TINY_ARCH, img_size=32, patch_size=4)
 MERGE_TOOL = osp.join(REPO, 'tools', 'model_converters', 'merge.py')
-SPT_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'spt', '*.py')))
 SCHEDULE = osp.join(REPO, 'configs', '_base_', 'schedules',
                     'spt_adamw_cosine.py')
 EMBEDDED = 'vit-tiny_spt-lora_mini-vtab.py'
@@ -112,10 +110,9 @@ def test_sptvit_structure_trainability_and_counts(tiny_file):
     assert isinstance(qkv, SPTLinear) and isinstance(proj, SPTLinear)
     assert qkv.row_ranges == {'q': (0, 32), 'v': (64, 96)}
     assert qkv.parallel == (structured_type == 'lora') and proj.parallel
-    # LoRA on attn.proj reads its input without dropout (docs/methods/spt.md
-    # §2).
-    assert isinstance(proj.branches['all'].dropout, torch.nn.Identity) == \
-        (structured_type == 'lora')
+    # The LoRA or Adapter on attn.proj reads its input without dropout
+    # (docs/methods/spt.md §2.1).
+    assert isinstance(proj.branches['all'].dropout, torch.nn.Identity)
     assert isinstance(qkv.branches['q'].dropout, torch.nn.Dropout)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     in_place = {
@@ -419,45 +416,6 @@ def test_sensitivity_tool_then_ddp_train_and_resume(tmp_path, mini_vtab):
                                value.view(-1)[keep]), name
         elif name not in selection['full']:
             assert torch.equal(second['state_dict'][name], value), name
-
-
-@pytest.mark.parametrize('config', SPT_CONFIGS, ids=osp.basename)
-def test_spt_config_values_and_smoke_run(config, benchmark_roots, tmp_path):
-    cfg = Config.fromfile(config)
-    backbone = cfg.model.backbone
-    name = osp.basename(config)[:-3]
-    structured_type = 'adapter' if '-adapter_' in name else 'lora'
-    token = name.split('_')[-1].replace('vtab1k-', '')
-    assert backbone.type == 'SPTViT'
-    assert backbone.structured_type == structured_type and backbone.rank == 8
-    assert backbone.sensitivity_file == \
-        f'data/sensitivity/spt-{structured_type}_{token}_0.4M.pth'
-    assert cfg.sensitivity_cfg.budget == 0.4
-    assert cfg.optim_wrapper.optimizer == dict(
-        type='AdamW', lr=1e-3, weight_decay=1e-4)
-    assert cfg.train_dataloader.batch_size * 8 == 64 == \
-        cfg.auto_scale_lr.base_batch_size
-    assert cfg.data_preprocessor.mean == [123.675, 116.28, 103.53]
-    assert cfg.param_scheduler[0].start_factor * 1e-3 == pytest.approx(1e-6)
-    assert cfg.param_scheduler[1].eta_min == 1e-5
-    assert cfg.train_cfg.max_epochs == 100
-
-    dataset_type = cfg.train_dataloader.dataset.type
-    cfg.merge_from_dict(
-        tiny_smoke_options(dataset_type, benchmark_roots, str(tmp_path)))
-    cfg.log_level = 'WARNING'
-    allocation = compute_sensitivity(
-        cfg,
-        out=str(tmp_path / 'sensitivity.pth'),
-        max_batches=1,
-        batch_size=4,
-        progress=False)
-    assert allocation['settings']['structured_type'] == structured_type
-    assert allocation['structured']
-    runner = Runner.from_cfg(cfg)
-    runner.train()
-    assert runner.iter == 2
-    assert 0 <= runner.test()['accuracy/top1'] <= 100
 
 
 def test_embedded_config_learns_a_task(tmp_path):

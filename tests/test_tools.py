@@ -1,4 +1,6 @@
-"""End-to-end runs of tools/train.py, tools/test.py and dist_train.sh."""
+"""End-to-end runs of tools/train.py, tools/test.py and dist_train.sh;
+tools/sweep.py's config lookup per method."""
+import importlib.util
 import json
 import os.path as osp
 import re
@@ -9,6 +11,7 @@ from conftest import PYTHON, REPO, assert_ok, run_tool, write_tiny_config
 TRAIN = osp.join(REPO, 'tools', 'train.py')
 TEST = osp.join(REPO, 'tools', 'test.py')
 DIST_TRAIN = osp.join(REPO, 'tools', 'dist_train.sh')
+SWEEP = osp.join(REPO, 'tools', 'sweep.py')
 
 # Saves every rank's final weights, so the test can compare them.
 DUMP_HOOK = '''
@@ -122,3 +125,44 @@ def test_dist_train_two_cpu_ranks_end_with_identical_weights(
     assert not torch.equal(initial['head.fc.weight'], rank0['head.fc.weight'])
     # Each rank saw half of the 64-image split: 4 iterations of 8 per epoch.
     assert 'Epoch(train) [1][4/4]' in proc.stdout + proc.stderr
+
+
+def test_sweep_finds_the_benchmark_configs_of_every_method(tmp_path):
+    """``--method spt-lora`` / ``spt-adapter`` find configs/spt/vit-b-lora_*
+    / vit-b-adapter_*; the other methods configs/<method>/vit-b_*."""
+    spec = importlib.util.spec_from_file_location('sweep', SWEEP)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    layouts = (('trpts', 'trpts', 'vit-b'), ('gps', 'gps', 'vit-b'),
+               ('rlrr', 'rlrr', 'vit-b'),
+               ('sparse-tuning', 'sparse-tuning', 'vit-b'),
+               ('spt-lora', 'spt', 'vit-b-lora'),
+               ('spt-adapter', 'spt', 'vit-b-adapter'))
+    for method, folder, prefix in layouts:
+        for benchmark, count, suffix in (('vtab1k', 19, 'vtab1k-{}'),
+                                         ('fgvc', 5, '{}')):
+            tasks = sweep.resolve_tasks(benchmark, None)
+            jobs = sweep.benchmark_jobs(benchmark, method, tasks)
+            assert len(jobs) == count
+            for job in jobs:
+                assert job.config == osp.join(
+                    REPO, 'configs', folder,
+                    f'{prefix}_{suffix.format(job.name)}.py')
+                assert osp.isfile(job.config), job.config
+    # --config-dir replaces the folder, the method keeps its prefix
+    job, = sweep.benchmark_jobs('fgvc', 'spt-adapter', {'cub': 'cub'}, 'x')
+    assert job.config == osp.join('x', 'vit-b-adapter_cub.py')
+
+    work = str(tmp_path / 'work')
+    proc = run_tool([
+        PYTHON, SWEEP, '--benchmark', 'vtab1k', '--method', 'spt-adapter',
+        '--tasks', 'cifar', 'kitti', '--work-root', work, '--dry-run'
+    ])
+    assert_ok(proc)
+    assert 'not found' not in proc.stdout
+    assert [line.split()[2:5] for line in proc.stdout.splitlines()] == [[
+        osp.join(REPO, 'configs', 'spt', f'vit-b-adapter_vtab1k-{token}.py'),
+        '--work-dir',
+        osp.join(work, token)
+    ] for token in ('cifar100', 'kitti')]
+    assert not osp.exists(work)

@@ -4,14 +4,21 @@ Each task trains with its own config into ``WORK_ROOT/<task>`` (a
 ``sweep.json`` there records the command and its exit code for
 ``tools/analysis_tools/collect_results.py``). Config files by benchmark:
 
-- ``vtab1k``: ``CONFIG_DIR/vit-b_vtab1k-<token>.py`` (token: ``cifar100``,
-  ``clevr-count``, ...), ``CONFIG_DIR`` defaulting to ``configs/<method>``;
-- ``fgvc``: ``CONFIG_DIR/vit-b_<name>.py`` (``cub``, ``nabirds``,
+- ``vtab1k``: ``CONFIG_DIR/<prefix>_vtab1k-<token>.py`` (token:
+  ``cifar100``, ``clevr-count``, ...);
+- ``fgvc``: ``CONFIG_DIR/<prefix>_<name>.py`` (``cub``, ``nabirds``,
   ``flowers``, ``dogs``, ``cars``);
 - ``mini-vtab``: one config for all generated tasks,
   ``configs/embedded/vit-tiny_<method>_mini-vtab.py`` (method ``full-ft``,
-  ``linear-probe``, ``trpts-param`` or ``trpts``); the task and its class
-  count are set per run with ``--cfg-options``.
+  ``linear-probe``, ``trpts-param``, ``trpts``, ``gps``, ``rlrr``,
+  ``sparse-tuning``, ``spt-lora``); the task and its class count are set per
+  run with ``--cfg-options``.
+
+For ``vtab1k`` and ``fgvc`` the method gives ``CONFIG_DIR`` (``--config-dir``
+overrides it) and ``prefix`` (:data:`METHOD_CONFIGS`): ``configs/spt`` with
+``vit-b-lora`` for ``spt-lora`` and ``vit-b-adapter`` for ``spt-adapter``;
+``configs/<method>`` with ``vit-b`` for the others (``trpts``, ``gps``,
+``rlrr``, ``sparse-tuning``).
 
 ``--configs`` runs the given files as they are instead (run dirs named after
 them). Launchers: ``none`` runs the tasks one after the other with
@@ -23,6 +30,7 @@ sweep; failures are listed at the end and the exit code is 1.
 
 Examples:
     python tools/sweep.py --benchmark vtab1k --method trpts --dry-run
+    python tools/sweep.py --benchmark fgvc --method spt-adapter --dry-run
     python tools/sweep.py --benchmark fgvc --launcher slurm --partition gpu \\
         --gpus 4
     python tools/sweep.py --benchmark mini-vtab --method trpts-param \\
@@ -46,10 +54,17 @@ from mmtrpts.results.runs import SWEEP_RECORD
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
-#: benchmark -> (default config dir, config file name pattern).
+#: method -> (config dir, file-name prefix) of its ViT-B benchmark configs,
+#: for the methods whose configs are not ``configs/<method>/vit-b_*.py``.
+METHOD_CONFIGS = {
+    'spt-lora': ('configs/spt', 'vit-b-lora'),
+    'spt-adapter': ('configs/spt', 'vit-b-adapter'),
+}
+#: benchmark -> (default config dir, config file name pattern); ``{dir}`` and
+#: ``{prefix}`` are the method's entry of :data:`METHOD_CONFIGS`.
 CONFIG_PATTERNS = {
-    'vtab1k': ('configs/{method}', 'vit-b_vtab1k-{token}.py'),
-    'fgvc': ('configs/{method}', 'vit-b_{task}.py'),
+    'vtab1k': ('{dir}', '{prefix}_vtab1k-{token}.py'),
+    'fgvc': ('{dir}', '{prefix}_{task}.py'),
     'mini-vtab': ('configs/embedded', 'vit-tiny_{method}_mini-vtab.py'),
 }
 _LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -101,18 +116,25 @@ def task_options(task: str, num_classes: int) -> Tuple[str, ...]:
                              f'data_preprocessor.num_classes={num_classes}')
 
 
+def method_configs(method: str) -> Tuple[str, str]:
+    """The config dir (relative to the repository) and file-name prefix of
+    ``method``'s ViT-B benchmark configs (:data:`METHOD_CONFIGS`)."""
+    return METHOD_CONFIGS.get(method, (f'configs/{method}', 'vit-b'))
+
+
 def benchmark_jobs(benchmark: str,
                    method: str,
                    tasks: Dict[str, str],
                    config_dir: Optional[str] = None) -> List[Job]:
     """One job per task, configs found by :data:`CONFIG_PATTERNS`."""
     default_dir, pattern = CONFIG_PATTERNS[benchmark]
-    config_dir = config_dir or osp.join(ROOT,
-                                        default_dir.format(method=method))
+    method_dir, prefix = method_configs(method)
+    fields = dict(method=method, dir=method_dir, prefix=prefix)
+    config_dir = config_dir or osp.join(ROOT, default_dir.format(**fields))
     jobs = []
     for task, token in tasks.items():
-        config = osp.join(
-            config_dir, pattern.format(method=method, token=token, task=task))
+        config = osp.join(config_dir,
+                          pattern.format(token=token, task=task, **fields))
         options = (
             task_options(task, TARGET_TASKS[task].num_classes)
             if benchmark == 'mini-vtab' else ())
@@ -185,7 +207,8 @@ def parse_args():
     parser.add_argument(
         '--config-dir',
         help='where the per-task configs are (default: '
-        'configs/<method>; mini-vtab: configs/embedded)')
+        'configs/<method>, configs/spt for spt-lora / spt-adapter; '
+        'mini-vtab: configs/embedded)')
     parser.add_argument(
         '--configs',
         nargs='+',

@@ -4,9 +4,9 @@
 # Per-data-set values, the reference `train_fgvc.py` for CUB
 #   (docs/methods/rlrr.md §4): batch 32 in total (8 GPUs x 4), lr 3e-3, weight
 #   decay 5e-2, drop_path 0.1 (= branch_dropout);
-#   CUB (and Stanford Dogs) replace the cosine schedule by
-#   CosineAnnealingWarmRestarts(T_0=5, T_mult=1, eta_min=0) stepped per
-#   epoch, without warm-up, over the 60 epochs (50 + 10 cooldown);
+#   CUB and Stanford Dogs replace the cosine schedule by
+#   CosineAnnealingWarmRestarts(T_0=5, T_mult=1, eta_min=0), without
+#   warm-up, over the 60 epochs (50 + 10 cooldown), see below;
 #   Resize 256 + RandomCrop 224 + flip: the recipe base.
 # Paper: 89.3 top-1 (RLRR Table 3, best test epoch).
 _base_ = ['../_base_/recipes/rlrr_vit-b_fgvc.py']
@@ -18,8 +18,18 @@ test_dataloader = val_dataloader
 data_preprocessor = dict(num_classes=200)
 model = dict(backbone=dict(branch_dropout=0.1), head=dict(num_classes=200))
 optim_wrapper = dict(optimizer=dict(lr=lr))
-# 12 restarts of a 5-epoch cosine from lr to 0 (torch's warm restarts).
+# The reference steps the warm restarts with `scheduler.step(epoch)` after
+# training epoch `epoch`, so epochs 0 and 1 both train at lr and the 5-epoch
+# cosines restart at epochs 1, 6, 11, ...: lr x (1, 1, .905, .655, .345,
+# .095, 1, .905, ...) (docs/methods/rlrr.md §4).  Hence a 1-epoch first
+# period, then 12 periods of 5 (61 >= 60 epochs), each from lr to 0.
 param_scheduler = [
-    dict(type='CosineRestartLR', periods=[5] * 12, restart_weights=[1] * 12,
-         eta_min=0., by_epoch=True, begin=0, end=60),
+    dict(
+        type='CosineRestartLR',
+        periods=[1] + [5] * 12,
+        restart_weights=[1] * 13,
+        eta_min=0.,
+        by_epoch=True,
+        begin=0,
+        end=60),
 ]

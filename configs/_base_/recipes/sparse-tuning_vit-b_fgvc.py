@@ -25,8 +25,20 @@ model = dict(
     head=dict(loss=_base_.fgvc_loss),
     train_cfg=dict(augments=_base_.fgvc_augments))
 
-# The head's BatchNorm needs > 1 sample per GPU batch; the released code
-# also drops the last incomplete training batch (evaluation drops none).
+# The head's BatchNorm (docs/methods/sparse_tuning.md §2d): the reference
+# normalises over its training batch (512 in the released scripts); at 8
+# GPUs x 8 a per-GPU BatchNorm would see 8 images, and its running
+# statistics (the test-time normalisation) would differ between ranks
+# (MMEngine's DDP does not broadcast buffers).  Decision (mmtrpts): SyncBN.
+# In distributed runs MMEngine converts the BatchNorm to torch's
+# SyncBatchNorm, so training normalises over the total batch of 64 and every
+# rank holds the same running statistics; single-process runs keep the
+# plain BatchNorm (over the one batch).  torch's SyncBatchNorm needs CUDA
+# tensors: for CPU ranks (gloo), or to get per-GPU statistics back, pass
+# --cfg-options sync_bn=None.
+sync_bn = 'torch'
+# The BatchNorm needs > 1 sample per batch; the released code also drops
+# the last incomplete training batch (evaluation drops none).
 train_dataloader = dict(drop_last=True)
 
 default_hooks = dict(logger=dict(interval=50))

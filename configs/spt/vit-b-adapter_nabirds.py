@@ -1,0 +1,17 @@
+# SPT-Adapter, ViT-B/16 IN-21k, FGVC NABirds (555 classes): the LoRA config
+# with Adapters of rank 8 (sequential on the layer output, parallel on
+# attn.proj; not mergeable).  The thresholds depend on the module type, so the
+# allocation is computed for Adapters (SPT's adapter script loads the LoRA
+# file, docs/methods/spt.md §5.3):
+#   python tools/compute_sensitivity.py \
+#       configs/spt/vit-b-adapter_nabirds.py --budget 0.4 \
+#       --type adapter --out data/sensitivity/spt-adapter_nabirds_0.4M.pth
+# then 8 GPUs x 8 images = 64 per step:
+#   tools/dist_train.sh configs/spt/vit-b-adapter_nabirds.py 8
+# Per-data-set values as in vit-b-lora_nabirds.py.
+_base_ = ['./vit-b-lora_nabirds.py']
+
+model = dict(
+    backbone=dict(
+        structured_type='adapter',
+        sensitivity_file='data/sensitivity/spt-adapter_nabirds_0.4M.pth'))
