@@ -19,7 +19,8 @@ checkpoints, logs).  The path of ``target_ratio`` from a config to its use:
 """
 import contextlib
 import os.path as osp
-from typing import Dict, Optional
+import re
+from typing import Dict, Iterable, Optional
 
 import torch
 import torch.nn as nn
@@ -39,6 +40,44 @@ from .fisher_pass import (build_fisher_dataloader, compute_fisher_scores,
 
 HEADS = ('random', 'linear_probe')
 PIPELINES = ('test', 'train')
+#: The transformer blocks of a ViT (``backbone.layers.<i>.``), anchored at
+#: the start of the name: a Swin FFN's ``...blocks.j.ffn.layers.0.0`` or a
+#: ConvNeXt stage is not a ViT block (docs/methods/trpts.md §12).
+VIT_BLOCK_PATTERN = r'^(?:backbone\.)?layers\.(\d+)\.'
+#: What ``granularity='block'`` of the TR-PTS rule groups by
+#: (:func:`mmtrpts.selection.trpts.block_groups`' default pattern).
+_BLOCK_GROUP_PATTERN = r'(?:^|\.)layers\.(\d+)\.'
+
+
+def check_block_granularity(names: Iterable[str],
+                            backbone: Optional[str] = None) -> None:
+    """Refuse ``granularity='block'`` on a model without ViT blocks.
+
+    The block granularity pools the matrices of ``layers.<i>.``; on a
+    hierarchical backbone that key either matches nothing (ConvNeXt: every
+    matrix would silently stay a unit of its own) or the wrong thing (Swin:
+    the ``ffn.layers.0`` / ``ffn.layers.1`` of every block would form two
+    network-wide groups).
+
+    Args:
+        names (Iterable[str]): The masked parameter names.
+        backbone (str, optional): The backbone's type, for the message.
+
+    Raises:
+        ValueError: Naming the backbone and an offending tensor.
+    """
+    names = list(names)
+    anchored, loose = re.compile(VIT_BLOCK_PATTERN), re.compile(
+        _BLOCK_GROUP_PATTERN)
+    stray = [n for n in names if loose.search(n) and not anchored.match(n)]
+    if stray or not any(anchored.match(n) for n in names):
+        example = f' (e.g. {stray[0]})' if stray else ''
+        raise ValueError(
+            f"granularity='block' pools the matrices of each ViT block "
+            f'(backbone.layers.<i>.), but the masked tensors of '
+            f'{backbone or "this model"} do not follow that layout'
+            f"{example}; use granularity='matrix' (docs/methods/trpts.md "
+            '§12)')
 
 
 @contextlib.contextmanager
@@ -185,6 +224,10 @@ class ParameterSelection:
         record as it is.
         """
         backbone = getattr(model, 'backbone', None)
+        if self.selector.options.get('granularity') == 'block':
+            check_block_granularity(
+                (n for n, r in roles.items() if r == MASKED),
+                type(backbone).__name__ if backbone is not None else None)
         off = getattr(backbone, 'token_selection_disabled',
                       contextlib.nullcontext)
         data = provenance.get('data') or {}
@@ -194,8 +237,8 @@ class ParameterSelection:
         with off():  # the placement depends on the result
             record = self._select(model, loader, roles, source)
         try:
-            densities = block_densities(record['layers'])
-        except ValueError:  # no transformer blocks (e.g. a ResNet)
+            densities = block_densities(record['layers'], VIT_BLOCK_PATTERN)
+        except ValueError:  # no ViT blocks (Swin, ConvNeXt, a ResNet)
             densities = None
         record.update(
             seed=self.seed, rule_options=dict(self.selector.options),

@@ -18,14 +18,55 @@ from ...selection.report import format_layer_table
 from ..optimizers.masked_update_mixin import MaskedUpdateMixin
 from ...checkpoints.io import load_checkpoint_file
 from ..training_form import apply_training_form, gradient_elements
-from ..parameter_selection import (ParameterSelection, base_checkpoint,
-                                   check_base_checkpoint, save_selection)
+from ..parameter_selection import (VIT_BLOCK_PATTERN, ParameterSelection,
+                                   base_checkpoint, check_base_checkpoint,
+                                   save_selection)
 
 
 #: Arguments of the hook itself; every other one configures the selection.
 HOOK_ARGS = ('selection_file', 'token_placement', 'save_plot',
              'sparse_values', 'sparse_backend')
 _NOT_RESUMED = object()
+#: Why a backbone type without ``check_token_selection`` cannot take
+#: [CLS]-attention token selection (docs/methods/trpts.md §12).
+_NO_TOKEN_SELECTION = {
+    'SwinTransformer': 'it has no [CLS] token (windowed attention over a '
+    'patch grid that patch merging halves per stage)',
+    'SwinTransformerV2': 'it has no [CLS] token (windowed attention over a '
+    'patch grid that patch merging halves per stage)',
+    'ConvNeXt': 'it has no [CLS] token and no attention (a convolutional '
+    'network over a fixed grid)',
+    'ViTEVA02': 'its rotary position embedding (RoPE) rotates every patch '
+    'token by its grid position, which a reduced or fused token no longer '
+    'has; token keep/fuse is not implemented for EVA-02',
+    'VisionTransformer': "token selection lives in the drop-in subclass: "
+    "set type='TokenKeepFuseViT' (same arguments)",
+}
+
+
+def check_token_placement(backbone) -> None:
+    """Refuse ``token_placement`` on a backbone that cannot select tokens.
+
+    Args:
+        backbone (nn.Module, optional): The model's backbone.
+
+    Raises:
+        ValueError: Naming the backbone type (or the TokenKeepFuseViT
+            option) and what token selection needs.
+    """
+    check = getattr(backbone, 'check_token_selection', None)
+    if check is not None:
+        check('FisherSelectionHook(token_placement=...)')
+        return
+    name = type(backbone).__name__
+    why = _NO_TOKEN_SELECTION.get(
+        name, 'it has no [CLS]-attention token selection')
+    raise ValueError(
+        f'FisherSelectionHook(token_placement=...) places [CLS]-attention '
+        f'token selection, which needs a TokenKeepFuseViT backbone with a '
+        f'[CLS] token; the backbone is {name}: {why}. Remove '
+        'token_placement from the hook (parameter selection alone works on '
+        'this backbone; docs/methods/trpts.md §12)')
 
 
 @HOOKS.register_module()
@@ -78,7 +119,12 @@ class FisherSelectionHook(Hook):
             ``'dense'``, ``'random'`` (``seed``), ``'explicit'``
             (``blocks``).  The choice is stored in the backbone's
             ``keep_layer_mask`` buffer, so checkpoints carry it.  The Fisher
-            pass always runs with token selection off.
+            pass always runs with token selection off.  A backbone without
+            [CLS]-attention token selection (Swin, ConvNeXt, EVA-02, a
+            plain ``VisionTransformer``, a ``TokenKeepFuseViT`` with
+            ``with_cls_token=False`` or ``out_type='featmap'``) is refused
+            with a ValueError in ``before_run``, before any pass
+            (docs/methods/trpts.md §12).
         save_plot (bool): Write ``selection_density.png``. Defaults to True.
         sparse_values (bool): Train Linear-like selected weights through
             sparse values (default); False keeps every selected tensor on
@@ -119,6 +165,9 @@ class FisherSelectionHook(Hook):
 
     # -- runner hooks ------------------------------------------------------
     def before_run(self, runner) -> None:
+        if self.token_placement:  # before any pass: a config error
+            check_token_placement(
+                getattr(get_ori_model(runner.model), 'backbone', None))
         wrapper = runner.optim_wrapper
         if isinstance(wrapper, dict) or wrapper is None:
             return  # test()/val(): nothing to arm
@@ -238,12 +287,8 @@ class FisherSelectionHook(Hook):
     def place_tokens(self, model, record: dict) -> list:
         """Choose and set the backbone's token-selection blocks."""
         backbone = getattr(model, 'backbone', None)
-        if not hasattr(backbone, 'set_keep_layers'):
-            raise TypeError(
-                'token_placement needs a backbone with token selection '
-                "(type='TokenKeepFuseViT'), got "
-                f'{type(backbone).__name__}')
-        densities = block_densities(record['layers'])
+        check_token_placement(backbone)
+        densities = block_densities(record['layers'], VIT_BLOCK_PATTERN)
         blocks = choose_blocks(densities, **self.token_placement)
         backbone.set_keep_layers(blocks)
         record['token_blocks'] = blocks

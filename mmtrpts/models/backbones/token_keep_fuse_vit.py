@@ -10,6 +10,18 @@ from mmpretrain.registry import MODELS
 from ..utils.token_keep_fuse import (FUSE_MODES, ROUNDINGS, cls_attention,
                                      keep_fuse, num_kept)
 
+#: Arguments only MMPretrain's ``ViTEVA02`` takes (a separate class with
+#: RoPE and a SwiGLU MLP, which TokenKeepFuseViT does not extend).
+_EVA02_OPTIONS = ('sub_ln', 'attn_drop_rate', 'proj_drop_rate')
+#: Keys of an EVA-02 block in a state dict (``EVA02EndcoderLayer``).
+_EVA02_KEYS = ('.mlp.w12.', '.mlp.w3.')
+_NOT_EVA02 = (
+    "EVA-02 is MMPretrain's separate class ViTEVA02: its rotary position "
+    'embedding (RoPE) rotates every patch token by its grid position, which '
+    'a kept or fused token no longer has, so TokenKeepFuseViT does not '
+    "extend it. Use type='ViTEVA02' for parameter selection without token "
+    'selection (docs/methods/trpts.md §12)')
+
 
 @MODELS.register_module()
 class TokenKeepFuseViT(VisionTransformer):
@@ -39,6 +51,15 @@ class TokenKeepFuseViT(VisionTransformer):
     impossible after reduction and raises.  Outputs of ``out_indices``
     below the last layer have a reduced, fixed token count.
 
+    Token selection needs the [CLS] token (``with_cls_token=True``; any
+    ``out_type`` but ``'featmap'``): every way of turning it on without one
+    -- ``keep_layers``, :meth:`set_keep_layers`, a loaded
+    ``keep_layer_mask``, a forward, :meth:`forward_with_cls_attention` --
+    raises a ValueError naming the option (:meth:`check_token_selection`).
+    The ViT configurations MMPretrain builds from ``VisionTransformer``
+    (layer scale as in DINOv2, ``pre_norm`` and QuickGELU as in CLIP) are
+    supported; EVA-02 (``ViTEVA02``, RoPE) is refused with a clear error.
+
     Example:
         >>> backbone = dict(
         ...     type='TokenKeepFuseViT', arch='b', img_size=224,
@@ -62,6 +83,10 @@ class TokenKeepFuseViT(VisionTransformer):
     def __init__(self, *args, keep_rate: float = 0.95,
                  keep_layers: Iterable[int] = (), keep_round: str = 'floor',
                  fuse: str = 'norm', detach_scores: bool = False, **kwargs):
+        eva02 = sorted(set(kwargs) & set(_EVA02_OPTIONS))
+        if eva02:
+            raise ValueError(f'TokenKeepFuseViT got the EVA-02 option(s) '
+                             f'{eva02}: {_NOT_EVA02}')
         super().__init__(*args, **kwargs)
         num_kept(1, keep_rate, keep_round)  # validates both
         if fuse not in FUSE_MODES:
@@ -85,6 +110,33 @@ class TokenKeepFuseViT(VisionTransformer):
         """The 0-based selection blocks, in depth order."""
         return self.keep_layer_mask.nonzero().flatten().tolist()
 
+    def check_token_selection(self, context: str = 'token selection'
+                              ) -> None:
+        """Raise if this backbone's options rule out token selection.
+
+        Args:
+            context (str): What asked for token selection, for the message
+                (e.g. ``'keep_layers=[3]'``).
+
+        Raises:
+            ValueError: Without a [CLS] token (``with_cls_token=False``),
+                whose attention row scores the tokens, or with
+                ``out_type='featmap'``, which needs the full patch grid.
+        """
+        if self.cls_token is None:
+            raise ValueError(
+                f'{context}: TokenKeepFuseViT scores tokens by the [CLS] '
+                'attention, but this backbone was built with '
+                f'with_cls_token=False (out_type={self.out_type!r}). Set '
+                "with_cls_token=True (with out_type 'cls_token', "
+                "'avg_featmap' or 'raw'), or use no token selection "
+                '(empty keep_layers, no token_placement)')
+        if self.out_type == 'featmap':
+            raise ValueError(
+                f"{context}: out_type='featmap' needs the full patch grid, "
+                "which token selection removes; use 'cls_token', "
+                "'avg_featmap' or 'raw', or no token selection")
+
     def set_keep_layers(self, layers: Iterable[int]) -> None:
         """Choose the selection blocks (replaces the current choice)."""
         layers = sorted({int(i) for i in layers})
@@ -92,13 +144,8 @@ class TokenKeepFuseViT(VisionTransformer):
             if not 0 <= i < self.num_layers:
                 raise ValueError(f'keep layer {i} out of range for '
                                  f'{self.num_layers} layers')
-        if layers and self.cls_token is None:
-            raise ValueError('token selection scores tokens by the [CLS] '
-                             'attention; set with_cls_token=True')
-        if layers and self.out_type == 'featmap':
-            raise ValueError("out_type='featmap' needs the full patch grid, "
-                             'which token selection removes; use '
-                             "'cls_token' or 'avg_featmap'")
+        if layers:
+            self.check_token_selection(f'keep_layers={layers}')
         mask = torch.zeros_like(self.keep_layer_mask)
         mask[layers] = True
         self.keep_layer_mask.copy_(mask)
@@ -111,14 +158,25 @@ class TokenKeepFuseViT(VisionTransformer):
         The buffer exists only in this class's checkpoints, so a
         pre-trained ``VisionTransformer`` checkpoint cannot hold it: its
         absence is not reported (the current selection blocks stay), even
-        under ``strict=True``.  A checkpoint that holds it restores it.
+        under ``strict=True``.  A checkpoint that holds it restores it; its
+        blocks must fit this backbone (:meth:`check_token_selection`).  An
+        EVA-02 state dict is refused: its blocks are not this class's.
         """
+        blocks = prefix + 'layers.'
+        eva02 = next((k for k in state_dict if k.startswith(blocks) and any(
+            part in k for part in _EVA02_KEYS)), None)
+        if eva02 is not None:
+            raise ValueError(f'TokenKeepFuseViT cannot load the EVA-02 state '
+                             f'dict (key {eva02!r}): {_NOT_EVA02}')
         super()._load_from_state_dict(state_dict, prefix, local_metadata,
                                       strict, missing_keys, unexpected_keys,
                                       error_msgs)
         key = prefix + 'keep_layer_mask'
         if key not in state_dict and key in missing_keys:
             missing_keys.remove(key)
+        if bool(self.keep_layer_mask.any()):
+            self.check_token_selection(
+                f'the loaded keep_layer_mask (blocks {self.keep_layers})')
 
     @contextmanager
     def token_selection_disabled(self):
@@ -134,9 +192,10 @@ class TokenKeepFuseViT(VisionTransformer):
     def forward(self, x):
         if not (self._selection_enabled and bool(self.keep_layer_mask.any())):
             return super().forward(x)
-        if self.out_type == 'featmap':
-            raise ValueError("out_type='featmap' cannot be formed after "
-                             'token selection')
+        if self.cls_token is None or self.out_type == 'featmap':
+            # e.g. a keep_layer_mask written directly: name the blocks
+            self.check_token_selection(f'forward with keep_layers='
+                                       f'{self.keep_layers}')
         x, weights, assignment = self._embed(x)
         outs = []
         mask = self.keep_layer_mask.tolist()
@@ -162,7 +221,12 @@ class TokenKeepFuseViT(VisionTransformer):
             block, the ``[B, P]`` [CLS] attention over the patch tokens
             (head-averaged, the scores a selection block would rank; extra
             tokens left out, so a row sums to less than 1).
+
+        Raises:
+            ValueError: Without a [CLS] token or with ``out_type='featmap'``
+                (:meth:`check_token_selection`).
         """
+        self.check_token_selection('forward_with_cls_attention')
         x, weights, _ = self._embed(x)
         outs, scores = [], []
         for i, layer in enumerate(self.layers):
