@@ -147,3 +147,26 @@ def test_readme_layout_names_every_subpackage():
     for folder in re.findall(r'^(configs/\w[\w-]*|docs|tools)/?\s', layout,
                              flags=re.M):
         assert osp.isdir(osp.join(REPO, folder)), folder
+
+
+def test_readme_support_matrix_cites_existing_tests():
+    """Every cell of the README's backbone support matrix names tests that
+    exist (a parametrised id must name a parameter of that test)."""
+    with open(osp.join(REPO, 'README.md')) as f:
+        readme = f.read()
+    section = readme[readme.index('## Backbone support'):]
+    section = section[:section.index('\n## ')]
+    table = [line for line in section.splitlines() if line.startswith('| ')]
+    cited = re.findall(r'`(test_\w+\.py)::(test_\w+)(?:\[([^\]]+)\])?`',
+                       section)
+    assert len(table) >= 8 and len(cited) >= 30
+    for row in table[1:]:
+        for cell in row.strip('|').split('|')[1:]:
+            assert 'untested' in cell or '::test_' in cell, (row, cell)
+    for module, name, param in cited:
+        with open(osp.join(REPO, 'tests', module)) as f:
+            source = f.read()
+        assert re.search(rf'^def {name}\(', source, flags=re.M), \
+            f'{module}::{name} does not exist'
+        for part in (param.split('-') if param else ()):
+            assert part in source, f'{module}::{name}[{param}]: no {part!r}'
