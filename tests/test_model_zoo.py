@@ -21,50 +21,108 @@ from mmtrpts.datasets.synthetic.tasks import TARGET_TASKS
 from mmtrpts.results.runs import collect_runs
 from mmtrpts.results.zoo import TABLE_BEGIN, TABLE_END, publish
 from mmtrpts.utils.hashing import sha256_file
-from mmtrpts.results.metafile import metafile_entry
+from mmtrpts.results.metafile import (keep_published, metafile_entry,
+                                      model_name)
 from mmtrpts.selection.record import selection_checksum
 
-METAFILE = osp.join(REPO, 'configs', 'trpts', 'metafile.yml')
-CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'trpts', 'vit-b_*.py')))
 # get_model keyword overrides: DeiT-tiny's arch, 32 px patches, 64 px input.
 TINY = dict(
     backbone=dict(arch='deit-tiny', patch_size=32, img_size=64, init_cfg=None),
     head=dict(in_channels=192))
 
 
-def _metafile():
-    with open(METAFILE) as f:
+#: Method folder -> its benchmark config count (the 19 VTAB-1k tasks and
+#: the 5 FGVC data sets per model variant).
+CONFIG_COUNTS = {
+    'trpts': 3 * 24,  # ViT-B, Swin-B, ConvNeXt-B
+    'gps': 24,
+    'spt': 2 * 24,  # LoRA, Adapter
+    'rlrr': 24,
+    'sparse-tuning': 24,
+}
+
+
+def _metafile(method: str = 'trpts'):
+    with open(osp.join(REPO, 'configs', method, 'metafile.yml')) as f:
         return yaml.safe_load(f)
 
 
-def test_metafile_lists_every_config_once_and_is_indexed():
-    models = _metafile()['Models']
+@pytest.mark.parametrize('method', list(CONFIG_COUNTS))
+def test_metafile_lists_every_config_once_and_is_indexed(method):
+    models = _metafile(method)['Models']
+    configs = sorted(glob.glob(osp.join(REPO, 'configs', method, '*.py')))
+    assert len(configs) == CONFIG_COUNTS[method]
     assert sorted(m['Config'] for m in models) == sorted(
-        osp.relpath(c, REPO) for c in CONFIGS)
-    assert len(CONFIGS) == 24
+        osp.relpath(c, REPO) for c in configs)
     for entry in models:
-        config = osp.splitext(osp.basename(entry['Config']))[0]
-        assert entry['Name'] == f'trpts_{config}'
+        assert entry['Name'] == model_name(entry['Config'])
+        assert entry['Name'].startswith(f'{method}_')
         # Nothing pretends to be a result.
         assert 'Results' not in entry and 'Weights' not in entry
     with open(osp.join(REPO, 'model-index.yml')) as f:
-        assert yaml.safe_load(f) == {'Import': ['configs/trpts/metafile.yml']}
-    assert sorted(list_models('trpts_*')) == sorted(m['Name'] for m in models)
+        assert yaml.safe_load(f) == {
+            'Import': [f'configs/{m}/metafile.yml' for m in CONFIG_COUNTS]
+        }
+    assert sorted(list_models(f'{method}_*')) == sorted(
+        m['Name'] for m in models)
 
 
-def test_metafile_entry_matches_the_config():
+def test_regenerating_a_metafile_keeps_what_was_published():
+    fresh = [
+        dict(Name='a', Metadata={'FLOPs': 2}),
+        dict(Name='b', Metadata={'FLOPs': 3})
+    ]
+    published = dict(
+        Name='a',
+        Metadata={
+            'FLOPs': 1,
+            'Base checkpoint': 'ViT-B/16 IN-21k (original)',
+            'Token selection blocks': [1, 2]
+        },
+        Results=[dict(Task='Image Classification')],
+        Weights='mmtrpts-zoo://a_20261205-00000000.pth')
+    a, b = keep_published(fresh, [published, dict(Name='c')])
+    assert a == dict(
+        Name='a',
+        Metadata={
+            'FLOPs': 2,  # regenerated
+            'Base checkpoint': 'ViT-B/16 IN-21k (original)',
+            'Token selection blocks': [1, 2]
+        },
+        Results=published['Results'],
+        Weights=published['Weights'])
+    assert b == dict(Name='b', Metadata={'FLOPs': 3})
+
+
+@pytest.mark.parametrize('method,config,collection', [
+    ('trpts', 'vit-b_cub.py', 'TR-PTS'),
+    ('trpts', 'convnext-b_vtab1k-dtd.py', 'TR-PTS'),
+    ('gps', 'vit-b_vtab1k-dtd.py', 'GPS'),
+    ('spt', 'vit-b-lora_cub.py', 'SPT'),
+    ('rlrr', 'vit-b_cub.py', 'RLRR'),
+    ('sparse-tuning', 'vit-b_cub.py', 'Sparse-Tuning'),
+])
+def test_metafile_entry_matches_the_config(method, config, collection):
+    """The committed metafiles are what make_metafile.py writes today."""
+    path = osp.join(REPO, 'configs', method, config)
+    entry = next(m for m in _metafile(method)['Models']
+                 if m['Name'] == model_name(path))
+    assert entry['In Collection'] == collection
+    fresh = metafile_entry(path, entry['Name'], collection,
+                           entry['Metadata']['Training Data'], REPO)
+    assert fresh == entry
+
+
+def test_trpts_cub_metafile_numbers():
     entry = next(m for m in _metafile()['Models']
                  if m['Name'] == 'trpts_vit-b_cub')
-    fresh = metafile_entry(
-        osp.join(REPO, entry['Config']), entry['Name'], 'TR-PTS',
-        'CUB-200-2011', REPO)
-    assert fresh == entry
     meta = entry['Metadata']
     # ViT-B/16 (85,798,656) + a 200-class head.
     assert meta['Parameters'] == 85798656 + 768 * 200 + 200
     low, high = meta['FLOPs range']
     assert low < high == meta['FLOPs'] < 17582 * 10**6  # < dense ViT-B/16
     assert meta['Trainable budget'] == 0.006
+    assert meta['Training Data'] == 'CUB-200-2011'
 
 
 def test_register_model_zoo_is_idempotent_and_names_a_missing_index(tmp_path):

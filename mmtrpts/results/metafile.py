@@ -19,6 +19,7 @@ import torch
 from mmengine.config import Config
 
 from ..complexity.flops import count_flops
+from ..models.backbones.spt_vit import plain_vit_cfg
 
 
 #: Metadata keys the zoo publisher writes (kept on regeneration).
@@ -97,8 +98,8 @@ def metafile_entry(config: str, name: str, collection: str,
     if spt:
         # SPT's LoRA / Adapter modules follow its allocation file, written by
         # the sensitivity pass (stage 1) on the data: before it, count the
-        # model without them (the budget says how many they add).
-        cfg.model.backbone.sensitivity_file = None
+        # plain ViT it extends (the budget says how many SPT adds).
+        cfg.model.backbone = plain_vit_cfg(cfg.model.backbone)
     model = MODELS.build(cfg.model).eval()
     hooks = [h for h in cfg.get('custom_hooks', [])
              if h.get('type') == 'FisherSelectionHook']
@@ -114,6 +115,8 @@ def metafile_entry(config: str, name: str, collection: str,
                                         backbone_only=True)
     if hooks and hooks[0].get('target_ratio') is not None:
         metadata['Trainable budget'] = float(hooks[0]['target_ratio'])
+    if hooks and hooks[0].get('rule') == 'gps':
+        metadata['Connections per neuron (K)'] = int(hooks[0]['k'])
     if spt:
         metadata['Trainable budget (M)'] = float(cfg.sensitivity_cfg.budget)
     metadata['Training Data'] = training_data
