@@ -34,6 +34,8 @@ TINY_TRPTS = {
     'custom_hooks.0.target_ratio': None,
     'custom_hooks.0.m_percent': 5.0,
     'custom_hooks.0.batch_size': 4,
+    # The density plot is tested in test_trpts_runner.py (0.3 s a run).
+    'custom_hooks.0.save_plot': False,
 }
 
 

@@ -14,9 +14,10 @@ from mmengine.config import Config
 from mmpretrain import ImageClassificationInferencer, get_model, list_models
 from mmpretrain.registry import MODELS
 
-from mmtrpts.apis import register_model_zoo
+from mmtrpts.apis import register_env_zoos, register_model_zoo
 from mmtrpts.checkpoints import make_delta
-from mmtrpts.checkpoints.zoo import ZooFileError
+from mmtrpts.checkpoints.zoo import (ZOO_ENV, ZooFileError, parse_zoo_file_name,
+                                     resolve_zoo_file, zoo_file_name)
 from mmtrpts.datasets.synthetic.tasks import TARGET_TASKS
 from mmtrpts.results.runs import collect_runs
 from mmtrpts.results.zoo import TABLE_BEGIN, TABLE_END, publish
@@ -284,7 +285,8 @@ def test_zoo_pipeline_sweep_publish_get_model(zoo_sweep, tmp_path,
 
     # get_model resolves the entry from the zoo folder, offline.
     monkeypatch.chdir(tmp_path)  # not the zoo: found through the index
-    register_model_zoo(osp.join(zoo, 'model-index.yml'))
+    monkeypatch.setenv(ZOO_ENV, zoo)
+    assert register_env_zoos() == [osp.join(zoo, 'model-index.yml')]
     model = get_model(name, pretrained=True)
     assert model.backbone.keep_layers == blocks
     assert model._dataset_meta == state['meta']['dataset_meta']
@@ -385,3 +387,30 @@ def test_publish_refuses_what_is_not_a_result(zoo_sweep, tmp_path):
     with pytest.raises(ValueError, match='was selected on'):
         publish([str(work / 'b')], str(tmp_path / 'zoo2'), other, 'original',
                 index, '20261205', log=lambda _: 0)
+
+
+def test_zoo_file_names_and_lookup(tmp_path):
+    sha = 'ab' * 32
+    name = zoo_file_name('trpts_vit-b_cub', sha, '20261205')
+    assert name == 'trpts_vit-b_cub_20261205-abababab.pth'
+    assert parse_zoo_file_name(name) == dict(
+        name='trpts_vit-b_cub', date='20261205', sha='abababab')
+    with pytest.raises(ValueError, match='YYYYMMDD'):
+        zoo_file_name('m', sha, '2026-12-05')
+    with pytest.raises(ValueError, match='64 lower-case hex'):
+        zoo_file_name('m', 'xyz', '20261205')
+    with pytest.raises(ZooFileError, match='not a zoo file name'):
+        parse_zoo_file_name('model.pth')
+    with pytest.raises(ZooFileError, match='without folders'):
+        resolve_zoo_file('mmtrpts-zoo://sub/' + name)
+    # Found in the first folder that has it, after its hash check.
+    first, second = tmp_path / 'a', tmp_path / 'b'
+    first.mkdir()
+    second.mkdir()
+    (second / 'x.bin').write_bytes(b'weights')
+    real = zoo_file_name('m', sha256_file(str(second / 'x.bin')), '20261205')
+    os.rename(second / 'x.bin', second / real)
+    assert resolve_zoo_file('mmtrpts-zoo://' + real,
+                            [str(first), str(second)]) == str(second / real)
+    with pytest.raises(ZooFileError, match=r'not found in .*a, .*b'):
+        resolve_zoo_file(name, [str(first), str(second)])
