@@ -24,7 +24,7 @@ from ..models.backbones.spt_vit import plain_vit_cfg
 
 #: Metadata keys the zoo publisher writes (kept on regeneration).
 PUBLISHED_METADATA = ('Base checkpoint', 'Trainable parameters',
-                      'Token selection blocks')
+                      'Token selection blocks', 'Training overrides')
 
 
 def model_name(config: str) -> str:

@@ -17,7 +17,8 @@ run:
 3. **Metafile.** A name that a metafile of the model index already lists
    gets ``Results`` (test top-1 at the last epoch and the best over epochs,
    each labelled), ``Weights`` (``mmtrpts-zoo://<file>``) and metadata
-   (base checkpoint, trainable parameters, token-selection blocks).  Any
+   (base checkpoint, trainable parameters, token-selection blocks, and the
+   ``--cfg-options`` of the sweep other than data roots, if any).  Any
    other run becomes an entry of the zoo folder's own ``metafile.yml``,
    with the run's dumped config copied to ``configs/<name>.py``, and the
    zoo's ``model-index.yml`` imports it.
@@ -51,7 +52,7 @@ from .runs import SWEEP_RECORD, RunResult, read_run
 
 __all__ = [
     'BASE_LABELS', 'TABLE_BEGIN', 'TABLE_END', 'ZooEntry', 'base_label',
-    'find_checkpoint', 'zoo_model_name', 'results_table',
+    'find_checkpoint', 'training_overrides', 'zoo_model_name', 'results_table',
     'write_readme_table', 'publish'
 ]
 
@@ -86,6 +87,8 @@ class ZooEntry:
         metafile (str): The metafile that lists it.
         trainable (int, optional): Trainable parameters, if known.
         token_blocks (list[int]): Token-selection blocks (0-based).
+        overrides (list[str]): ``--cfg-options`` the run was trained with
+            on top of the listed config (:func:`training_overrides`).
     """
 
     name: str
@@ -99,6 +102,7 @@ class ZooEntry:
     metafile: str
     trainable: Optional[int] = None
     token_blocks: List[int] = field(default_factory=list)
+    overrides: List[str] = field(default_factory=list)
 
 
 def base_label(value: str) -> str:
@@ -156,6 +160,22 @@ def _dumped_config(run_dir: str, source: Optional[str]) -> str:
         f'(<config name>.py), found {names or "no .py file"}')
 
 
+def training_overrides(record: dict) -> List[str]:
+    """The ``--cfg-options`` a sweep passed, less the data roots.
+
+    A run published under a repository config's name but trained with
+    overrides (e.g. a larger budget) says so in its metafile entry.
+    """
+    command = list(record.get('command') or [])
+    if '--cfg-options' not in command:
+        return []
+    options = command[command.index('--cfg-options') + 1:]
+    return [
+        o for o in options
+        if '=' in o and not o.split('=', 1)[0].endswith('data_root')
+    ]
+
+
 def zoo_model_name(config: str, task: Optional[str], per_task: bool) -> str:
     """:func:`~.metafile.model_name`, plus ``-<task>`` if per task."""
     name = model_name(config)
@@ -195,6 +215,8 @@ def _entry_fields(entry: ZooEntry) -> dict:
         metadata['Trainable parameters'] = entry.trainable
     if entry.token_blocks:
         metadata['Token selection blocks'] = list(entry.token_blocks)
+    if entry.overrides:
+        metadata['Training overrides'] = list(entry.overrides)
     results = [{
         'Task': 'Image Classification',
         'Dataset': entry.dataset,
@@ -204,9 +226,7 @@ def _entry_fields(entry: ZooEntry) -> dict:
         }
     }]
     return dict(
-        metadata=metadata,
-        Results=results,
-        Weights=ZOO_SCHEME + entry.file)
+        metadata=metadata, Results=results, Weights=ZOO_SCHEME + entry.file)
 
 
 def _write_metafile(path: str, data: dict, header: str) -> None:
@@ -274,8 +294,7 @@ def write_readme_table(readme: str, table: str) -> None:
         text = (text.rstrip('\n') + '\n\n' if text else '') + (
             '## Published checkpoints\n\nWritten by '
             '`tools/misc/publish_zoo.py`; `Checkpoint` is the file to put '
-            'in the zoo folder (`$MMTRPTS_ZOO` or `zoo/`).\n\n' + block +
-            '\n')
+            'in the zoo folder (`$MMTRPTS_ZOO` or `zoo/`).\n\n' + block + '\n')
     with open(readme, 'w') as f:
         f.write(text)
 
@@ -283,8 +302,8 @@ def write_readme_table(readme: str, table: str) -> None:
 class _Publisher:
     """State of one :func:`publish` call."""
 
-    def __init__(self, zoo_dir: str, base: str, label: str,
-                 model_index: str, date: str, weights: str):
+    def __init__(self, zoo_dir: str, base: str, label: str, model_index: str,
+                 date: str, weights: str):
         self.zoo_dir = osp.abspath(zoo_dir)
         self.base_path = base
         self.label = base_label(label)
@@ -320,8 +339,8 @@ class _Publisher:
                 f'{str(recorded.get("sha256"))[:12]}), not on the given '
                 f'base {self.base_path} (sha256 {self.base_sha256[:12]})')
 
-    def export(self, name: str, checkpoint_path: str) -> Tuple[str, str,
-                                                               List[int]]:
+    def export(self, name: str,
+               checkpoint_path: str) -> Tuple[str, str, List[int]]:
         """Write the run's delta into the zoo; (file, sha256, blocks)."""
         checkpoint = load_checkpoint_file(checkpoint_path, map_location='cpu')
         self.check_base(checkpoint, checkpoint_path)
@@ -357,8 +376,8 @@ def _check_runs(runs: Sequence[Tuple[str, RunResult]],
         why = (f'{run_dir}: {run.status}' +
                (f' (last evaluation at epoch {run.last[0]}/{run.max_epochs})'
                 if run.last else '') +
-               (f', evaluated on {run.eval_split}' if run.eval_split not in (
-                   None, 'test') else '') +
+               (f', evaluated on {run.eval_split}'
+                if run.eval_split not in (None, 'test') else '') +
                (f'; {"; ".join(run.notes)}' if run.notes else ''))
         left_out.append(why)
     if left_out and not skip_incomplete:
@@ -411,7 +430,7 @@ def publish(run_dirs: Sequence[str],
         if name in named:
             raise ValueError(f'runs {named[name][0]} and {run_dir} are both '
                              f'{name}: publish one of them')
-        named[name] = (run_dir, run, dumped)
+        named[name] = (run_dir, run, dumped, training_overrides(record))
     os.makedirs(zoo_dir, exist_ok=True)
     publisher = _Publisher(zoo_dir, base, label, model_index, date, weights)
     copied = publisher.place_base()
@@ -419,12 +438,12 @@ def publish(run_dirs: Sequence[str],
         log(f'copied the base to {copied} (the deltas name it by file name)')
 
     entries = []
-    for name, (run_dir, run, dumped) in named.items():
+    for name, (run_dir, run, dumped, overrides) in named.items():
         checkpoint = find_checkpoint(run_dir)
         file, sha256, blocks = publisher.export(name, checkpoint)
         listed = publisher.index.get(name)
-        metafile = listed[0] if listed else osp.join(
-            publisher.zoo_dir, ZOO_METAFILE)
+        metafile = listed[0] if listed else osp.join(publisher.zoo_dir,
+                                                     ZOO_METAFILE)
         entry = ZooEntry(
             name=name,
             run_dir=run_dir,
@@ -437,7 +456,8 @@ def publish(run_dirs: Sequence[str],
             base=publisher.label,
             metafile=metafile,
             trainable=(run.trainable or {}).get('params'),
-            token_blocks=blocks)
+            token_blocks=blocks,
+            overrides=overrides if listed else [])
         entries.append((entry, dumped))
         log(f'{name}: {osp.relpath(checkpoint)} -> {file} (top-1 last '
             f'{entry.last:.2f}, max test {entry.max_test:.2f}'
@@ -471,7 +491,9 @@ def _write_metafiles(entries: Sequence[Tuple[ZooEntry, str]], zoo_dir: str,
                 shutil.copyfile(dumped, osp.join(zoo_dir, config))
                 model = {
                     'Name': entry.name,
-                    'Metadata': {'Training Data': entry.dataset},
+                    'Metadata': {
+                        'Training Data': entry.dataset
+                    },
                     'In Collection': 'mmtrpts zoo',
                     'Config': config
                 }
