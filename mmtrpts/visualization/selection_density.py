@@ -32,8 +32,10 @@ def plot_selection_density(record: dict, out_file: str) -> None:
     if budget.get('realized_ratio') is not None:
         title += f' (trainable {100 * budget["realized_ratio"]:.3f}%)'
     ax.set_title(title, fontsize=9)
+    # Kinds without a colour of their own (Swin, ConvNeXt, ...) are 'other'.
+    shown = {k if k in _COLOURS else 'other' for k in kinds}
     for kind, colour in _COLOURS.items():
-        if kind in kinds:
+        if kind in shown:
             ax.bar(0, 0, color=colour, label=kind)
     ax.legend(fontsize=7, ncol=6, loc='upper right')
     fig.tight_layout()
