@@ -95,6 +95,19 @@ def tiny_run(tmp_path_factory) -> Dict:
     return run
 
 
+def write_backbone_checkpoint(path: str, **vit_args) -> str:
+    """Save a random (seed 0) ``VisionTransformer`` as a backbone-only
+    checkpoint, keys prefixed ``backbone.``: a stand-in pre-trained base."""
+    torch.manual_seed(0)
+    backbone = MODELS.build(dict(type='VisionTransformer', **vit_args))
+    torch.save(
+        dict(state_dict={
+            f'backbone.{k}': v
+            for k, v in backbone.state_dict().items()
+        }), path)
+    return path
+
+
 def write_tiny_config(path: str,
                       data_root: str,
                       task: str = 'texture',

@@ -12,7 +12,8 @@ import tempfile
 
 import pytest
 import torch
-from conftest import PYTHON, REPO, assert_ok, write_tiny_config
+from conftest import (PYTHON, REPO, assert_ok, write_backbone_checkpoint,
+                      write_tiny_config)
 from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import load_state_dict
 from mmpretrain.registry import MODELS
@@ -349,15 +350,8 @@ def _log_records():
 @pytest.fixture(scope='module')
 def plain_vit(tmp_path_factory) -> str:
     """A backbone-only checkpoint of the tiny plain ViT (``backbone.``)."""
-    torch.manual_seed(0)
-    backbone = MODELS.build(dict(type='VisionTransformer', **VIT))
-    path = str(tmp_path_factory.mktemp('plain') / 'vit.pth')
-    torch.save(
-        dict(state_dict={
-            f'backbone.{k}': v
-            for k, v in backbone.state_dict().items()
-        }), path)
-    return path
+    return write_backbone_checkpoint(
+        str(tmp_path_factory.mktemp('plain') / 'vit.pth'), **VIT)
 
 
 def _without(path: str, *keys: str) -> str:

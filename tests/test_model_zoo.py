@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import PYTHON, REPO, assert_ok, run_tool, write_tiny_config
+from conftest import (PYTHON, REPO, assert_ok, run_tool,
+                      write_backbone_checkpoint, write_tiny_config)
 from mmengine.config import Config
 from mmpretrain import ImageClassificationInferencer, get_model, list_models
 from mmpretrain.registry import MODELS
@@ -179,23 +180,6 @@ PUBLISH = osp.join(REPO, 'tools', 'misc', 'publish_zoo.py')
 SWEEP = osp.join(REPO, 'tools', 'sweep.py')
 
 
-def _tiny_base(path: str) -> None:
-    """A 'pre-trained' tiny ViT backbone checkpoint (random, seed 0)."""
-    torch.manual_seed(0)
-    backbone = MODELS.build(
-        dict(
-            type='VisionTransformer',
-            arch=dict(
-                embed_dims=32, num_layers=2, num_heads=2,
-                feedforward_channels=64),
-            img_size=32,
-            patch_size=4,
-            out_type='cls_token'))
-    torch.save(
-        dict(state_dict={f'backbone.{k}': v
-                         for k, v in backbone.state_dict().items()}), path)
-
-
 def _images(root: str, task: str, count: int) -> list:
     with open(osp.join(root, task, 'test.txt')) as f:
         names = [line.split()[0] for line in f if line.strip()][:count]
@@ -210,8 +194,15 @@ def zoo_sweep(tmp_path_factory, mini_vtab) -> dict:
     """A finished tools/sweep.py run of TR-PTS (parameters and one token
     block) on a generated task, from a saved tiny 'pre-trained' ViT."""
     tmp_path = tmp_path_factory.mktemp('zoo_sweep')
-    base = str(tmp_path / 'vit-tiny_base.pth')
-    _tiny_base(base)
+    # A 'pre-trained' tiny ViT backbone checkpoint (random, seed 0).
+    base = write_backbone_checkpoint(
+        str(tmp_path / 'vit-tiny_base.pth'),
+        arch=dict(
+            embed_dims=32, num_layers=2, num_heads=2,
+            feedforward_channels=64),
+        img_size=32,
+        patch_size=4,
+        out_type='cls_token')
     configs = tmp_path / 'configs'
     configs.mkdir()
     write_tiny_config(

@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import REPO
+from conftest import REPO, write_backbone_checkpoint
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmpretrain.registry import MODELS
@@ -168,15 +168,8 @@ def allocation(request, tmp_path_factory):
 @pytest.fixture(scope='module')
 def plain_vit(tmp_path_factory) -> str:
     """A backbone-only checkpoint (``backbone.``) of a random tiny ViT."""
-    torch.manual_seed(0)
-    backbone = MODELS.build(dict(type='VisionTransformer', **TINY))
-    path = str(tmp_path_factory.mktemp('plain') / 'vit.pth')
-    torch.save(
-        dict(state_dict={
-            f'backbone.{k}': v
-            for k, v in backbone.state_dict().items()
-        }), path)
-    return path
+    return write_backbone_checkpoint(
+        str(tmp_path_factory.mktemp('plain') / 'vit.pth'), **TINY)
 
 
 def _spt(path, structured_type, checkpoint=None, **kwargs):
