@@ -311,6 +311,9 @@ def test_config_values_and_smoke_run(method, config, benchmark_roots, tmp_path,
         tiny_smoke_options(dataset_type, benchmark_roots, str(tmp_path)))
     if method == 'gps':  # the density plot: test_trpts_runner.py
         cfg.custom_hooks[0].save_plot = False
+    # No 66 MB checkpoint per run: saving is the shared runtime's
+    # (test_atomic_checkpoint.py; the methods' own state: test_demo.py).
+    cfg.default_hooks.checkpoint = None
     if method.startswith('spt'):
         allocations = request.getfixturevalue('spt_allocations')
         cfg.model.backbone.sensitivity_file = allocations[structured_type,

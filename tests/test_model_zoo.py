@@ -97,11 +97,9 @@ def test_regenerating_a_metafile_keeps_what_was_published():
 
 
 @pytest.mark.parametrize('method,config,collection', [
-    ('trpts', 'vit-b_cub.py', 'TR-PTS'),
     ('trpts', 'convnext-b_vtab1k-dtd.py', 'TR-PTS'),
     ('gps', 'vit-b_vtab1k-dtd.py', 'GPS'),
     ('spt', 'vit-b-lora_cub.py', 'SPT'),
-    ('rlrr', 'vit-b_cub.py', 'RLRR'),
     ('sparse-tuning', 'vit-b_cub.py', 'Sparse-Tuning'),
 ])
 def test_metafile_entry_matches_the_config(method, config, collection):
