@@ -26,11 +26,10 @@ it::
 The configs are files of the source checkout (the documented editable
 install); an installation without them has no model index to register.
 """
-import os
 import os.path as osp
 from typing import List, Optional
 
-from ..checkpoints.zoo import ZOO_ENV, add_zoo_dir
+from ..checkpoints.zoo import add_zoo_dir, env_zoo_dirs
 
 #: The model index of a source checkout (``pip install -e .``).
 MODEL_INDEX = osp.join(
@@ -81,9 +80,9 @@ def register_env_zoos() -> List[str]:
         files of repository metafile entries and are skipped).
     """
     found = []
-    for folder in os.environ.get(ZOO_ENV, '').split(os.pathsep):
-        index = osp.join(osp.expanduser(folder), 'model-index.yml')
-        if folder and osp.isfile(index):
+    for folder in env_zoo_dirs():
+        index = osp.join(folder, 'model-index.yml')
+        if osp.isfile(index):
             register_model_zoo(index)
             found.append(index)
     return found

@@ -82,14 +82,18 @@ def add_zoo_dir(path: str) -> None:
     _added_dirs.insert(0, path)
 
 
-def zoo_dirs() -> List[str]:
-    """The zoo folders, in search order."""
-    env = [
+def env_zoo_dirs() -> List[str]:
+    """The folders named by ``$MMTRPTS_ZOO`` (absolute paths)."""
+    return [
         osp.abspath(osp.expanduser(p))
         for p in os.environ.get(ZOO_ENV, '').split(os.pathsep) if p
     ]
+
+
+def zoo_dirs() -> List[str]:
+    """The zoo folders, in search order."""
     ordered = []
-    for path in _added_dirs + env + [osp.abspath(DEFAULT_ZOO_DIR)]:
+    for path in _added_dirs + env_zoo_dirs() + [osp.abspath(DEFAULT_ZOO_DIR)]:
         if path not in ordered:
             ordered.append(path)
     return ordered

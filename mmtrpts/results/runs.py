@@ -36,8 +36,8 @@ from ..datasets.vtab_tasks import VTAB_GROUPS, VTAB_TASKS, find_task
 
 __all__ = [
     'SWEEP_RECORD', 'RunResult', 'read_evaluations', 'read_trainable',
-    'identify_task', 'read_run', 'find_run_dirs', 'collect_runs',
-    'summarize'
+    'identify_task', 'read_sweep_record', 'read_run', 'find_run_dirs',
+    'collect_runs', 'summarize'
 ]
 
 #: Written into a run dir by ``tools/sweep.py``: task, command, exit code.
@@ -250,7 +250,8 @@ def _load_config(run_dir: str, stamp: Optional[str],
     return None
 
 
-def _read_sweep_record(run_dir: str) -> Optional[Dict]:
+def read_sweep_record(run_dir: str) -> Optional[Dict]:
+    """The run dir's :data:`SWEEP_RECORD`, or None without one."""
     path = osp.join(run_dir, SWEEP_RECORD)
     if not osp.isfile(path):
         return None
@@ -276,7 +277,7 @@ def read_run(run_dir: str, root: str, metric: str = METRIC) -> RunResult:
     newest, result.history = _history(stamps, metric, result.notes)
     newest = newest or (stamps[-1] if stamps else None)
     cfg = _load_config(run_dir, newest, result.notes)
-    record = _read_sweep_record(run_dir)
+    record = read_sweep_record(run_dir)
     if cfg is not None:
         result.benchmark, result.task, result.eval_split = identify_task(cfg)
         result.max_epochs = (cfg.get('train_cfg') or {}).get('max_epochs')

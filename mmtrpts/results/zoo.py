@@ -29,7 +29,6 @@ run:
 Runs that are not complete (or failed) are refused with their reason,
 unless ``skip_incomplete`` lists them as left out.
 """
-import json
 import os
 import os.path as osp
 import re
@@ -48,7 +47,7 @@ from ..checkpoints.zoo import ZOO_SCHEME, zoo_file_name
 from ..datasets.fgvc_meta import FGVC_DATASETS
 from ..utils.hashing import sha256_file
 from .metafile import model_name
-from .runs import SWEEP_RECORD, RunResult, read_run
+from .runs import RunResult, read_run, read_sweep_record
 
 __all__ = [
     'BASE_LABELS', 'TABLE_BEGIN', 'TABLE_END', 'ZooEntry', 'base_label',
@@ -138,14 +137,6 @@ def find_checkpoint(run_dir: str) -> str:
             f'{run_dir}: no checkpoint (no last_checkpoint pointing to a '
             'file, no epoch_N.pth / iter_N.pth); did the run save one?')
     return osp.join(run_dir, max(found)[1])
-
-
-def _sweep_record(run_dir: str) -> dict:
-    path = osp.join(run_dir, SWEEP_RECORD)
-    if not osp.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
 
 
 def _dumped_config(run_dir: str, source: Optional[str]) -> str:
@@ -422,7 +413,7 @@ def publish(run_dirs: Sequence[str],
     runs, left_out = _check_runs(runs, skip_incomplete)
     named = {}
     for run_dir, run in runs:
-        record = _sweep_record(run_dir)
+        record = read_sweep_record(run_dir) or {}
         source = record.get('config')
         dumped = _dumped_config(run_dir, source)
         per_task = record.get('benchmark') == 'mini-vtab'
